@@ -1,0 +1,82 @@
+// CheckpointingInflater: one streaming pass over a gzip blob that produces the
+// uncompressed stream and the CheckpointIndex at the same time.
+//
+// Compressed bytes are pushed in arbitrary chunks (a file read, a network
+// packet); uncompressed bytes come out in order through the sink. Memory is
+// bounded whatever the stream size: a ~1 MiB output buffer, the engine
+// state, and for checkpoints still being finished their 32 KiB windows and
+// the compressed bytes after them (a few MiB at most). Pushed chunks are
+// only borrowed for the call.
+//
+// Checkpoints are taken at deflate block boundaries: the first boundary after
+// every `spacing` uncompressed bytes since the last one (spacing 0: none),
+// the start of every gzip member, and the first boundary after a
+// RequestCheckpoint() call (the tar indexer asks for one when it meets a
+// file larger than 512 KiB). With ISA-L the boundary is found by feeding
+// small input slices once a checkpoint is due: when isal_inflate stops
+// inside a block header, the header's bit position is exact (see
+// inflate_engine.cc and docs/architecture.md). ISA-L cannot stop inside the
+// 3-bit header of a fixed-Huffman block, so with ISA-L such boundaries are
+// skipped and the checkpoint lands at the next block it can stop in; if it
+// finds none within 128 KiB of input it tries again half a spacing later.
+//
+// Multi-member gzip (concatenated members) is one stream. Trailing zero bytes
+// after the last member are ignored, as gzip does; any other trailing data,
+// a bad header, bad deflate data, a bad CRC32 or ISIZE is kCorrupt naming the
+// compressed offset; a stream that ends early is kTruncated at Finish().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "checkpoint_index.h"
+#include "inflate_engine.h"
+
+namespace clip::core {
+
+class CheckpointingInflater {
+ public:
+  // Uncompressed output, in order. `offset` is the uncompressed offset of data[0].
+  using OutputSink = std::function<void(const uint8_t* data, size_t len, uint64_t offset)>;
+  // A checkpoint was taken. `window` holds the uncompressed bytes before it
+  // (up to 32 KiB, never reaching back before the start of its gzip member)
+  // and is valid only during the call. Parts of the window that the data
+  // after the checkpoint never copies from are replaced by a synthetic
+  // filler ("sparse window"): restarting with it gives the same output, and
+  // the filler compresses to almost nothing.
+  // Checkpoints arrive in order but a block checkpoint may arrive after up
+  // to ~300 KiB more output (its window is analysed against the data that
+  // follows); all of them have arrived when Finish() returns.
+  using CheckpointSink = std::function<void(uint64_t uncompressed_offset, uint64_t compressed_offset,
+                                            uint8_t bits, CheckpointKind kind,
+                                            std::span<const uint8_t> window)>;
+
+  CheckpointingInflater(InflateEngine engine, uint64_t spacing, OutputSink output,
+                        CheckpointSink checkpoint);
+  ~CheckpointingInflater();
+  CheckpointingInflater(const CheckpointingInflater&) = delete;
+  CheckpointingInflater& operator=(const CheckpointingInflater&) = delete;
+
+  // Inflates `len` more compressed bytes. Calls the sinks zero or more times.
+  // Throws CoreError (kCorrupt) on bad data; after a throw the inflater is dead.
+  void Feed(const uint8_t* data, size_t len);
+  // Declares the end of input. Throws kTruncated if the last member is
+  // incomplete (or no member at all was seen). Feed after Finish throws
+  // kInvalidArgument.
+  void Finish();
+  // Asks for a checkpoint at the next block boundary. May be called from
+  // inside the output sink.
+  void RequestCheckpoint();
+
+  uint64_t compressed_consumed() const;
+  uint64_t uncompressed_produced() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace clip::core

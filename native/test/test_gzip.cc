@@ -1,0 +1,955 @@
+// Tests of the checkpointed gzip engine: CheckpointingInflater (both
+// engines), CheckpointIndex (search, spans, the serialized form) and
+// RangeReader (restarts, random reads, concurrency, errors).
+//
+// Fixtures are made here with the real tools (gzip, pigz, python3's zlib)
+// under TempDir(), and `gzip -dc` is the oracle for every byte. The >4 GiB
+// case reuses /var/cache/clip-native/zeros-4.3g.gz (made once if absent);
+// the "debian" case needs CLIP_DEBIAN_LAYER to name a real .tar.gz layer.
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../core/checkpoint_index.h"
+#include "../core/checkpointing_inflater.h"
+#include "../core/compressed_source.h"
+#include "../core/inflate_engine.h"
+#include "../core/range_reader.h"
+#include "harness.h"
+
+namespace {
+
+using clip::core::Checkpoint;
+using clip::core::CheckpointIndex;
+using clip::core::CheckpointingInflater;
+using clip::core::CheckpointKind;
+using clip::core::CompressedSpan;
+using clip::core::CoreError;
+using clip::core::ErrorCode;
+using clip::core::FileSource;
+using clip::core::InflateEngine;
+using clip::core::LayerFormat;
+using clip::core::MemorySource;
+using clip::core::RangeReader;
+using clip::test::ReadFile;
+using clip::test::Shell;
+using clip::test::TempDir;
+using clip::test::WriteFile;
+using Bytes = std::vector<uint8_t>;
+
+constexpr InflateEngine kEngines[] = {InflateEngine::kIsal, InflateEngine::kZlib};
+
+std::string Path(const std::string& name) { return TempDir() + "/" + name; }
+
+void MustRun(const std::string& command) {
+  if (Shell(command) != 0) throw clip::test::Failure("command failed: " + command);
+}
+
+// Text-like data with some incompressible stretches, so gzip makes dynamic,
+// and now and then stored, blocks. Deterministic for a seed.
+Bytes SampleData(size_t size, uint32_t seed) {
+  static const char* const kWords[] = {"usr",   "lib",   "share", "doc",    "bin",    "etc",     "var",
+                                       "local", "x86_64", "linux", "gnu",    "python", "perl",    "debian",
+                                       "so",    "conf",  "the",   "package", "version", "copyright", "\n"};
+  std::mt19937 rng(seed);
+  Bytes out;
+  out.reserve(size);
+  while (out.size() < size) {
+    uint32_t r = rng();
+    if (r % 97 == 0) {
+      size_t n = 1024 + rng() % 40000;  // random bytes: incompressible
+      for (size_t i = 0; i < n && out.size() < size; ++i) out.push_back(static_cast<uint8_t>(rng()));
+    } else {
+      const char* w = kWords[r % (sizeof(kWords) / sizeof(kWords[0]))];
+      while (*w && out.size() < size) out.push_back(static_cast<uint8_t>(*w++));
+      if (out.size() < size) out.push_back(r % 5 == 0 ? '/' : ' ');
+      if (r % 13 == 0) {
+        std::string number = std::to_string(rng() % 100000);
+        for (char c : number) {
+          if (out.size() < size) out.push_back(static_cast<uint8_t>(c));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Writes `data` to name.raw and compresses it with `command` (reading stdin,
+// writing stdout) into name; returns the gzip bytes.
+Bytes Compress(const std::string& name, const Bytes& data, const std::string& command) {
+  WriteFile(Path(name + ".raw"), data);
+  MustRun(command + " < '" + Path(name + ".raw") + "' > '" + Path(name) + "'");
+  return ReadFile(Path(name));
+}
+
+// The oracle: gzip -dc.
+Bytes Oracle(const std::string& gz_path) {
+  std::string out = gz_path + ".oracle";
+  MustRun("gzip -dc < '" + gz_path + "' > '" + out + "'");
+  return ReadFile(out);
+}
+
+struct Indexed {
+  CheckpointIndex index;
+  Bytes output;  // everything the output sink received, in order
+};
+
+// Runs the checkpointing pass over `gz` fed in pieces of `chunk` bytes.
+// With `keep_output` false the output is only checked for order.
+Indexed IndexBytes(const Bytes& gz, InflateEngine engine, uint64_t spacing, size_t chunk = 1 << 20,
+                   bool keep_output = true) {
+  Indexed result;
+  result.index.format = LayerFormat::kGzip;
+  result.index.spacing = spacing;
+  uint64_t expected_offset = 0;
+  CheckpointingInflater inflater(
+      engine, spacing,
+      [&](const uint8_t* data, size_t len, uint64_t offset) {
+        if (offset != expected_offset) throw clip::test::Failure("output out of order");
+        expected_offset += len;
+        if (keep_output) result.output.insert(result.output.end(), data, data + len);
+      },
+      [&](uint64_t uncompressed, uint64_t compressed, uint8_t bits, CheckpointKind kind,
+          std::span<const uint8_t> window) {
+        // Block checkpoints may trail their offset by a few hundred KiB (sparse-window analysis).
+        if (uncompressed > expected_offset || expected_offset - uncompressed > 400 * 1024) {
+          throw clip::test::Failure("checkpoint out of step with the output");
+        }
+        result.index.Add(uncompressed, compressed, bits, kind, window);
+      });
+  for (size_t pos = 0; pos < gz.size(); pos += chunk) {
+    inflater.Feed(gz.data() + pos, std::min(chunk, gz.size() - pos));
+  }
+  inflater.Finish();
+  result.index.compressed_size = gz.size();
+  result.index.uncompressed_size = inflater.uncompressed_produced();
+  CHECK_EQ(inflater.compressed_consumed(), gz.size());
+  return result;
+}
+
+// Feeds all of `gz` and finishes; returns the error code thrown, or -1.
+int IndexErrorCode(const Bytes& gz, InflateEngine engine, size_t chunk = 1 << 20, std::string* message = nullptr) {
+  try {
+    IndexBytes(gz, engine, 64 * 1024, chunk, false);
+  } catch (const CoreError& e) {
+    if (message) *message = e.what();
+    return static_cast<int>(e.code());
+  }
+  return -1;
+}
+
+void CheckCorrupt(const Bytes& gz, const char* what) {
+  for (InflateEngine engine : kEngines) {
+    std::string message;
+    int code = IndexErrorCode(gz, engine, 1 << 20, &message);
+    if (code != static_cast<int>(ErrorCode::kCorrupt)) {
+      throw clip::test::Failure(std::string(what) + ": expected ECORRUPT with " +
+                                clip::core::InflateEngineName(engine) + ", got code " + std::to_string(code) +
+                                " " + message);
+    }
+  }
+}
+
+// Checks the checkpoint list's shape: a member start at 0, increasing
+// offsets, windows as long as they can be.
+void CheckShape(const CheckpointIndex& index) {
+  CHECK(!index.checkpoints.empty());
+  CHECK_EQ(index.checkpoints[0].uncompressed_offset, 0u);
+  CHECK_EQ(index.checkpoints[0].compressed_offset, 0u);
+  CHECK(index.checkpoints[0].kind == CheckpointKind::kMemberStart);
+  for (size_t i = 1; i < index.checkpoints.size(); ++i) {
+    CHECK(index.checkpoints[i].uncompressed_offset > index.checkpoints[i - 1].uncompressed_offset);
+    CHECK(index.checkpoints[i].compressed_offset >= index.checkpoints[i - 1].compressed_offset);
+    CHECK(index.checkpoints[i].compressed_offset <= index.compressed_size);
+  }
+}
+
+void ExpectRead(const RangeReader& reader, const Bytes& oracle, uint64_t offset, size_t len) {
+  Bytes got(len);
+  reader.Read(offset, got.data(), len);
+  if (std::memcmp(got.data(), oracle.data() + offset, len) != 0) {
+    throw clip::test::Failure("read [" + std::to_string(offset) + ", +" + std::to_string(len) +
+                              ") differs from the oracle");
+  }
+}
+
+// Restarts at every checkpoint, with every engine: a read that starts at
+// the checkpoint, one that ends there and one that spans it.
+void CheckEveryRestart(const CheckpointIndex& index, const Bytes& gz, const Bytes& oracle) {
+  MemorySource source(0, gz.data(), gz.size());
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(index, source, engine);
+    for (const Checkpoint& c : index.checkpoints) {
+      uint64_t at = c.uncompressed_offset;
+      if (at < oracle.size()) ExpectRead(reader, oracle, at, static_cast<size_t>(std::min<uint64_t>(70000, oracle.size() - at)));
+      if (at > 0) {
+        uint64_t from = at > 5000 ? at - 5000 : 0;
+        ExpectRead(reader, oracle, from, static_cast<size_t>(at - from));
+        ExpectRead(reader, oracle, at - 1, static_cast<size_t>(std::min<uint64_t>(2, oracle.size() - (at - 1))));
+      }
+    }
+  }
+}
+
+void CheckRandomReads(const CheckpointIndex& index, const Bytes& gz, const Bytes& oracle, int count, uint32_t seed) {
+  if (oracle.empty()) return;
+  std::mt19937_64 rng(seed);
+  MemorySource source(0, gz.data(), gz.size());
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(index, source, engine);
+    for (int i = 0; i < count; ++i) {
+      uint64_t offset = rng() % oracle.size();
+      size_t len = static_cast<size_t>(std::min<uint64_t>(1 + rng() % 200000, oracle.size() - offset));
+      ExpectRead(reader, oracle, offset, len);
+    }
+  }
+}
+
+// Reads through a MemorySource that holds exactly SpanFor's bytes.
+void CheckSpanReads(const CheckpointIndex& index, const Bytes& gz, const Bytes& oracle, int count, uint32_t seed) {
+  if (oracle.empty()) return;
+  std::mt19937_64 rng(seed);
+  auto check = [&](uint64_t offset, size_t len) {
+    CompressedSpan span = index.SpanFor(offset, len);
+    CHECK(span.begin <= span.end);
+    CHECK(span.end <= gz.size());
+    MemorySource source(span.begin, gz.data() + span.begin, static_cast<size_t>(span.end - span.begin));
+    for (InflateEngine engine : kEngines) {
+      RangeReader reader(index, source, engine);
+      ExpectRead(reader, oracle, offset, len);
+    }
+  };
+  for (int i = 0; i < count; ++i) {
+    uint64_t offset = rng() % oracle.size();
+    size_t len = static_cast<size_t>(std::min<uint64_t>(1 + rng() % 100000, oracle.size() - offset));
+    check(offset, len);
+  }
+  // Ranges that end exactly at, and just past, each checkpoint.
+  for (size_t i = 1; i < index.checkpoints.size(); ++i) {
+    uint64_t at = index.checkpoints[i].uncompressed_offset;
+    if (at == 0 || at > oracle.size()) continue;
+    uint64_t from = at > 3000 ? at - 3000 : 0;
+    check(from, static_cast<size_t>(at - from));
+    if (at < oracle.size()) check(from, static_cast<size_t>(at + 1 - from));
+  }
+}
+
+// The full battery for one fixture: index with both engines (whole buffer
+// and odd chunks), compare output, shape, serialization, restarts, reads.
+void CheckFixture(const std::string& name, uint64_t spacing, int random_reads = 40) {
+  Bytes gz = ReadFile(Path(name));
+  Bytes oracle = Oracle(Path(name));
+  for (InflateEngine engine : kEngines) {
+    Indexed whole = IndexBytes(gz, engine, spacing);
+    CHECK(whole.output == oracle);
+    CHECK_EQ(whole.index.uncompressed_size, oracle.size());
+    CheckShape(whole.index);
+    Indexed odd = IndexBytes(gz, engine, spacing, 4093);
+    CHECK(odd.output == oracle);
+    CheckShape(odd.index);
+    CheckpointIndex copy = CheckpointIndex::Deserialize(whole.index.Serialize());
+    CHECK_EQ(copy.checkpoints.size(), whole.index.checkpoints.size());
+    CheckEveryRestart(copy, gz, oracle);
+    CheckRandomReads(copy, gz, oracle, random_reads, 7);
+    CheckSpanReads(copy, gz, oracle, random_reads, 11);
+  }
+}
+
+// Number of checkpoints of each kind.
+size_t CountKind(const CheckpointIndex& index, CheckpointKind kind) {
+  return static_cast<size_t>(std::count_if(index.checkpoints.begin(), index.checkpoints.end(),
+                                           [&](const Checkpoint& c) { return c.kind == kind; }));
+}
+
+// A gzip member built by hand: header with the given flags and fields,
+// zlib raw deflate of `data`, CRC and size trailer.
+Bytes HandMadeMember(const Bytes& data, uint8_t flags, int level = 6) {
+  Bytes out = {0x1f, 0x8b, 8, flags, 1, 2, 3, 4, 0, 3};
+  if (flags & 0x04) {
+    Bytes extra = {'A', 'B', 4, 0, 'x', 'y', 'z', 'w'};
+    out.push_back(static_cast<uint8_t>(extra.size()));
+    out.push_back(0);
+    out.insert(out.end(), extra.begin(), extra.end());
+  }
+  if (flags & 0x08) {
+    const char* name = "file-name.tar";
+    out.insert(out.end(), name, name + std::strlen(name) + 1);
+  }
+  if (flags & 0x10) {
+    const char* comment = "a comment, for the header parser";
+    out.insert(out.end(), comment, comment + std::strlen(comment) + 1);
+  }
+  if (flags & 0x02) {
+    uint32_t crc = static_cast<uint32_t>(crc32(0, out.data(), static_cast<uInt>(out.size())));
+    out.push_back(static_cast<uint8_t>(crc));
+    out.push_back(static_cast<uint8_t>(crc >> 8));
+  }
+  z_stream z{};
+  deflateInit2(&z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+  Bytes deflated(deflateBound(&z, data.size()) + 16);
+  z.next_in = const_cast<Bytef*>(data.data());
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = deflated.data();
+  z.avail_out = static_cast<uInt>(deflated.size());
+  deflate(&z, Z_FINISH);
+  deflated.resize(z.total_out);
+  deflateEnd(&z);
+  out.insert(out.end(), deflated.begin(), deflated.end());
+  uint32_t crc = static_cast<uint32_t>(crc32(0, data.data(), static_cast<uInt>(data.size())));
+  uint32_t size = static_cast<uint32_t>(data.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(crc >> (8 * i)));
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(size >> (8 * i)));
+  return out;
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Formats and fixtures
+
+TEST(gzip_empty_member) {
+  MustRun("gzip -c < /dev/null > '" + Path("empty.gz") + "'");
+  Bytes gz = ReadFile(Path("empty.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 64 * 1024);
+    CHECK_EQ(result.index.uncompressed_size, 0u);
+    CHECK_EQ(result.index.checkpoints.size(), 1u);
+    CheckShape(result.index);
+    CheckpointIndex copy = CheckpointIndex::Deserialize(result.index.Serialize());
+    MemorySource source(0, gz.data(), gz.size());
+    RangeReader reader(copy, source, engine);
+    reader.Read(0, nullptr, 0);
+    uint8_t byte;
+    CHECK_THROWS_CODE(reader.Read(0, &byte, 1), ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST(gzip_stored_blocks) {
+  Bytes data = SampleData(3 << 20, 1);
+  WriteFile(Path("stored.raw"), data);
+  MustRun("python3 -c \"import sys,zlib; c=zlib.compressobj(0, zlib.DEFLATED, 31); d=open(sys.argv[1],'rb').read(); "
+          "sys.stdout.buffer.write(c.compress(d)+c.flush())\" '" +
+          Path("stored.raw") + "' > '" + Path("stored.gz") + "'");
+  CheckFixture("stored.gz", 128 * 1024);
+  Indexed result = IndexBytes(ReadFile(Path("stored.gz")), InflateEngine::kIsal, 128 * 1024);
+  // Stored blocks always yield a boundary: about one per 128 KiB plus a block.
+  CHECK(result.index.checkpoints.size() >= 12);
+}
+
+TEST(gzip_levels_1_6_9) {
+  Bytes data = SampleData(4 << 20, 2);
+  for (const char* level : {"1", "6", "9"}) {
+    std::string name = std::string("level") + level + ".gz";
+    Compress(name, data, std::string("gzip -n -") + level);
+    CheckFixture(name, 256 * 1024, 20);
+  }
+}
+
+TEST(gzip_pigz_output) {
+  Bytes data = SampleData(4 << 20, 3);
+  Compress("pigz.gz", data, "pigz -p 2 -6");
+  CheckFixture("pigz.gz", 256 * 1024, 20);
+}
+
+TEST(gzip_multi_member) {
+  Bytes a = SampleData(700000, 4), b = SampleData(900000, 5);
+  Compress("a.gz", a, "gzip -6");
+  Compress("b.gz", b, "gzip -1");
+  MustRun("gzip -c < /dev/null > '" + Path("e.gz") + "'");
+  MustRun("cat '" + Path("e.gz") + "' '" + Path("a.gz") + "' '" + Path("e.gz") + "' '" + Path("b.gz") + "' '" +
+          Path("e.gz") + "' > '" + Path("multi.gz") + "'");
+  CheckFixture("multi.gz", 128 * 1024);
+  Bytes gz = ReadFile(Path("multi.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 128 * 1024);
+    // e, a, b and the trailing e start new uncompressed offsets; the e
+    // right after a starts where b does, so only one of them counts.
+    CHECK_EQ(CountKind(result.index, CheckpointKind::kMemberStart), 3u);
+  }
+}
+
+TEST(gzip_small_blocks) {
+  // Tiny deflate blocks (memLevel 1) in members of 60 KB: block checkpoints
+  // close after member starts, with windows shorter than 32 KiB, which
+  // later output may still reach past (up to 32 KiB after the checkpoint).
+  Bytes data = SampleData(600000, 20);
+  WriteFile(Path("small.raw"), data);
+  MustRun("python3 -c \"import sys,zlib; d=open(sys.argv[1],'rb').read(); out=sys.stdout.buffer\n"
+          "for i in range(0, len(d), 60000):\n"
+          "  c=zlib.compressobj(6, zlib.DEFLATED, 31, 1); out.write(c.compress(d[i:i+60000])+c.flush())\" '" +
+          Path("small.raw") + "' > '" + Path("small.gz") + "'");
+  CheckFixture("small.gz", 8192, 20);
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(ReadFile(Path("small.gz")), engine, 8192);
+    CHECK(result.index.checkpoints.size() > 40);
+    CHECK(std::any_of(result.index.checkpoints.begin(), result.index.checkpoints.end(), [](const Checkpoint& c) {
+      return c.kind == CheckpointKind::kBlock && c.window_length < 32768;
+    }));
+  }
+}
+
+TEST(gzip_header_fields) {
+  Bytes data = SampleData(300000, 6);
+  Bytes gz;
+  for (uint8_t flags : {0x00, 0x02, 0x04, 0x08, 0x10, 0x1e, 0x1f}) {
+    Bytes member = HandMadeMember(data, flags);
+    gz.insert(gz.end(), member.begin(), member.end());
+  }
+  WriteFile(Path("fields.gz"), gz);
+  CheckFixture("fields.gz", 64 * 1024, 10);
+  for (InflateEngine engine : kEngines) {
+    Indexed bytewise = IndexBytes(gz, engine, 64 * 1024, 1);
+    CHECK_EQ(bytewise.output.size(), data.size() * 7);
+  }
+  // A wrong header CRC.
+  Bytes bad = HandMadeMember(data, 0x0a);
+  size_t hcrc = 10 + std::strlen("file-name.tar") + 1;
+  bad[hcrc] ^= 0x40;
+  CheckCorrupt(bad, "header crc");
+}
+
+TEST(gzip_zeros_spans) {
+  // Highly compressible data: one input chunk inflates to far more than one
+  // output chunk, so span-limited sources run dry while the engine still
+  // holds output.
+  MustRun("head -c 67108864 /dev/zero | gzip -1 > '" + Path("zeros64m.gz") + "'");
+  Bytes gz = ReadFile(Path("zeros64m.gz"));
+  Bytes oracle(64u << 20, 0);
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 8u << 20, 1 << 20, false);
+    CHECK_EQ(result.index.uncompressed_size, oracle.size());
+    CHECK(result.index.checkpoints.size() >= 6);
+    CheckSpanReads(result.index, gz, oracle, 10, 3);
+    CheckEveryRestart(result.index, gz, oracle);
+  }
+}
+
+TEST(gzip_tiny_spacing_and_chunks) {
+  Bytes data = SampleData(2 << 20, 7);
+  Compress("tiny.gz", data, "gzip -6");
+  Bytes gz = ReadFile(Path("tiny.gz"));
+  Bytes oracle = Oracle(Path("tiny.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed reference = IndexBytes(gz, engine, 64 * 1024);
+    CHECK(reference.index.checkpoints.size() >= 12);
+    for (size_t chunk : {size_t{1}, size_t{7}, size_t{333}, size_t{65537}}) {
+      Indexed result = IndexBytes(gz, engine, 64 * 1024, chunk);
+      CHECK(result.output == oracle);
+      CheckShape(result.index);
+      CheckEveryRestart(result.index, gz, oracle);
+    }
+  }
+}
+
+TEST(gzip_cross_engine_restarts) {
+  // Checkpoints found by one engine restart byte-exact in the other.
+  Bytes data = SampleData(3 << 20, 8);
+  Compress("cross.gz", data, "gzip -9");
+  Bytes gz = ReadFile(Path("cross.gz"));
+  Bytes oracle = Oracle(Path("cross.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 100 * 1000);
+    CHECK(result.index.checkpoints.size() > 10);
+    CheckEveryRestart(result.index, gz, oracle);  // reads with both engines
+  }
+}
+
+TEST(gzip_request_checkpoint) {
+  Bytes data = SampleData(3 << 20, 9);
+  Compress("request.gz", data, "gzip -6");
+  Bytes gz = ReadFile(Path("request.gz"));
+  for (InflateEngine engine : kEngines) {
+    CheckpointIndex index;
+    std::vector<uint64_t> requested_at;
+    CheckpointingInflater* self = nullptr;
+    CheckpointingInflater inflater(
+        engine, 0,
+        [&](const uint8_t*, size_t len, uint64_t offset) {
+          // Ask for a checkpoint about every 500 KB.
+          if ((offset + len) / 500000 != offset / 500000) {
+            requested_at.push_back(offset + len);
+            self->RequestCheckpoint();
+          }
+        },
+        [&](uint64_t u, uint64_t c, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
+          index.Add(u, c, bits, kind, window);
+        });
+    self = &inflater;
+    inflater.Feed(gz.data(), gz.size());
+    inflater.Finish();
+    // spacing 0: only the member start and the requested ones, each soon
+    // after its request (the last request may find no boundary after it).
+    CHECK(requested_at.size() >= 5);
+    CHECK(index.checkpoints.size() <= requested_at.size() + 1);
+    CHECK(index.checkpoints.size() >= requested_at.size());
+    for (size_t i = 0; i + 1 < index.checkpoints.size(); ++i) {
+      uint64_t at = index.checkpoints[i + 1].uncompressed_offset;
+      CHECK(at >= requested_at[i]);
+      CHECK(at - requested_at[i] < 400000);
+    }
+  }
+}
+
+TEST(gzip_spacing_is_honoured) {
+  Bytes data = SampleData(6 << 20, 10);
+  Compress("spacing.gz", data, "gzip -6");
+  Bytes gz = ReadFile(Path("spacing.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 512 * 1024, 1 << 20, false);
+    const auto& c = result.index.checkpoints;
+    CHECK(c.size() >= 10);
+    for (size_t i = 1; i < c.size(); ++i) {
+      uint64_t gap = c[i].uncompressed_offset - c[i - 1].uncompressed_offset;
+      CHECK(gap >= 512 * 1024);
+      CHECK(gap < 512 * 1024 + 400 * 1024);  // the first boundary after the threshold
+      CHECK_EQ(c[i].window_length, 32768u);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Stream errors
+
+TEST(gzip_truncated_streams) {
+  // Every cut inside a header with all optional fields, then cuts in the
+  // deflate data and the trailer, and a cut inside a second member.
+  Bytes data = SampleData(500000, 11);
+  Bytes gz = HandMadeMember(data, 0x1e);
+  Bytes second = HandMadeMember(SampleData(1000, 22), 0x08);
+  size_t header = 10 + 2 + 8 + std::strlen("file-name.tar") + 1 + std::strlen("a comment, for the header parser") + 1 + 2;
+  std::vector<size_t> cuts;
+  for (size_t cut = 0; cut <= header + 2; ++cut) cuts.push_back(cut);
+  for (size_t cut : {gz.size() / 3, gz.size() / 2, gz.size() - 9, gz.size() - 8, gz.size() - 3, gz.size() - 1}) {
+    cuts.push_back(cut);
+  }
+  Bytes two = gz;
+  two.insert(two.end(), second.begin(), second.end());
+  for (size_t cut : cuts) {
+    Bytes part(gz.begin(), gz.begin() + static_cast<ptrdiff_t>(cut));
+    for (InflateEngine engine : kEngines) {
+      std::string message;
+      int code = IndexErrorCode(part, engine, 1 << 20, &message);
+      if (code != static_cast<int>(ErrorCode::kTruncated)) {
+        throw clip::test::Failure("cut at " + std::to_string(cut) + ": expected ETRUNCATED, got " +
+                                  std::to_string(code) + " " + message);
+      }
+    }
+  }
+  for (size_t cut : {gz.size() + 1, gz.size() + 15, two.size() - 5}) {
+    Bytes part(two.begin(), two.begin() + static_cast<ptrdiff_t>(cut));
+    for (InflateEngine engine : kEngines) {
+      CHECK_EQ(IndexErrorCode(part, engine, 777), static_cast<int>(ErrorCode::kTruncated));
+    }
+  }
+}
+
+TEST(gzip_corrupt_streams) {
+  Bytes data = SampleData(800000, 12);
+  Bytes gz = Compress("corrupt.gz", data, "gzip -6 -n");
+  for (size_t at : {gz.size() / 4, gz.size() / 2, gz.size() * 3 / 4}) {
+    Bytes bad = gz;
+    bad[at] ^= 0x10;
+    CheckCorrupt(bad, "flipped deflate byte");
+  }
+  {
+    Bytes bad = gz;
+    bad[gz.size() - 8] ^= 1;
+    CheckCorrupt(bad, "bad CRC");
+    std::string message;
+    IndexErrorCode(bad, InflateEngine::kIsal, 1 << 20, &message);
+    CHECK(message.find("at offset " + std::to_string(gz.size() - 8)) != std::string::npos);
+  }
+  {
+    Bytes bad = gz;
+    bad[gz.size() - 2] ^= 1;
+    CheckCorrupt(bad, "bad ISIZE");
+  }
+  {
+    Bytes bad = gz;
+    bad[0] = 0x1e;
+    CheckCorrupt(bad, "bad magic");
+    bad = gz;
+    bad[2] = 7;
+    CheckCorrupt(bad, "bad method");
+    bad = gz;
+    bad[3] = 0x80;
+    CheckCorrupt(bad, "reserved flag");
+  }
+  {
+    Bytes bad = gz;
+    const char garbage[] = "garbage";
+    bad.insert(bad.end(), garbage, garbage + 7);
+    CheckCorrupt(bad, "trailing garbage");
+    bad = gz;
+    bad.insert(bad.end(), 100, 0);
+    bad.push_back(1);
+    CheckCorrupt(bad, "garbage after zeros");
+  }
+  {
+    // A corrupt-data message names an offset.
+    std::string message;
+    Bytes bad = gz;
+    for (size_t i = gz.size() / 2; i < gz.size() / 2 + 64; ++i) bad[i] = 0xff;
+    for (InflateEngine engine : kEngines) {
+      IndexErrorCode(bad, engine, 1 << 20, &message);
+      CHECK(message.find(" at offset ") != std::string::npos);
+    }
+  }
+}
+
+TEST(gzip_trailing_zeros_ok) {
+  Bytes data = SampleData(300000, 13);
+  Bytes gz = Compress("zeros-tail.gz", data, "gzip -6");
+  gz.insert(gz.end(), 4096, 0);
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 64 * 1024, 1000);
+    CHECK(result.output == data);
+  }
+}
+
+TEST(gzip_inflater_dead_after_error) {
+  Bytes bad = {0x1f, 0x8c};
+  CheckpointingInflater inflater(
+      InflateEngine::kIsal, 0, [](const uint8_t*, size_t, uint64_t) {},
+      [](uint64_t, uint64_t, uint8_t, CheckpointKind, std::span<const uint8_t>) {});
+  CHECK_THROWS_CODE(inflater.Feed(bad.data(), bad.size()), ErrorCode::kCorrupt);
+  CHECK_THROWS_CODE(inflater.Feed(bad.data(), 1), ErrorCode::kInvalidArgument);
+  CheckpointingInflater empty(
+      InflateEngine::kZlib, 0, [](const uint8_t*, size_t, uint64_t) {},
+      [](uint64_t, uint64_t, uint8_t, CheckpointKind, std::span<const uint8_t>) {});
+  CHECK_THROWS_CODE(empty.Finish(), ErrorCode::kTruncated);
+  Bytes gz = HandMadeMember(SampleData(1000, 21), 0);
+  CheckpointingInflater done(
+      InflateEngine::kIsal, 0, [](const uint8_t*, size_t, uint64_t) {},
+      [](uint64_t, uint64_t, uint8_t, CheckpointKind, std::span<const uint8_t>) {});
+  done.Feed(gz.data(), gz.size());
+  done.Finish();
+  CHECK_EQ(done.uncompressed_produced(), 1000u);
+  CHECK_THROWS_CODE(done.Feed(gz.data(), 1), ErrorCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// Index and reader
+
+TEST(gzip_index_find_and_span) {
+  CheckpointIndex index;
+  index.compressed_size = 1000;
+  index.uncompressed_size = 5000;
+  Bytes window(100, 'w');
+  index.Add(0, 0, 0, CheckpointKind::kMemberStart, {});
+  index.Add(1000, 200, 3, CheckpointKind::kBlock, window);
+  index.Add(3000, 600, 0, CheckpointKind::kBlock, window);
+  CHECK_THROWS_CODE(index.Add(3000, 700, 0, CheckpointKind::kBlock, window), ErrorCode::kInvalidArgument);
+  CHECK_THROWS_CODE(index.Add(4000, 700, 8, CheckpointKind::kBlock, window), ErrorCode::kInvalidArgument);
+  CHECK_EQ(index.Find(0), 0u);
+  CHECK_EQ(index.Find(999), 0u);
+  CHECK_EQ(index.Find(1000), 1u);
+  CHECK_EQ(index.Find(4999), 2u);
+  CHECK_THROWS_CODE(index.Find(5000), ErrorCode::kInvalidArgument);
+  CompressedSpan span = index.SpanFor(1500, 100);
+  CHECK_EQ(span.checkpoint, 1u);
+  CHECK_EQ(span.begin, 199u);  // the byte holding the 3 leading bits
+  CHECK_EQ(span.end, 600u);
+  span = index.SpanFor(1500, 1500);
+  CHECK_EQ(span.end, 600u);  // ends exactly at the next checkpoint
+  span = index.SpanFor(1500, 1501);
+  CHECK_EQ(span.end, 1000u);
+  CHECK_THROWS_CODE(index.SpanFor(4000, 1001), ErrorCode::kInvalidArgument);
+  Bytes loaded;
+  index.LoadWindow(1, loaded);
+  CHECK(loaded == window);
+
+  CheckpointIndex tar;
+  tar.format = LayerFormat::kTar;
+  tar.compressed_size = tar.uncompressed_size = 10000;
+  span = tar.SpanFor(1234, 100);
+  CHECK_EQ(span.begin, 1234u);
+  CHECK_EQ(span.end, 1334u);
+  CHECK_EQ(tar.Find(9999), 0u);
+  CHECK_THROWS_CODE(tar.Add(0, 0, 0, CheckpointKind::kMemberStart, {}), ErrorCode::kInvalidArgument);
+}
+
+TEST(gzip_tar_layer_reads) {
+  Bytes data = SampleData(100000, 14);
+  WriteFile(Path("plain.tar"), data);
+  CheckpointIndex index;
+  index.format = LayerFormat::kTar;
+  index.compressed_size = index.uncompressed_size = data.size();
+  CheckpointIndex copy = CheckpointIndex::Deserialize(index.Serialize());
+  FileSource source(Path("plain.tar"));
+  RangeReader reader(copy, source, InflateEngine::kIsal);
+  ExpectRead(reader, data, 0, 100);
+  ExpectRead(reader, data, 99000, 1000);
+  uint8_t byte;
+  CHECK_THROWS_CODE(reader.Read(100000, &byte, 1), ErrorCode::kInvalidArgument);
+  MemorySource short_source(0, data.data(), 5000);
+  RangeReader short_reader(copy, short_source, InflateEngine::kIsal);
+  Bytes buffer(200);
+  CHECK_THROWS_CODE(short_reader.Read(4900, buffer.data(), 200), ErrorCode::kTruncated);
+}
+
+TEST(gzip_reader_errors) {
+  Bytes data = SampleData(1 << 20, 15);
+  Bytes gz = Compress("reader-errors.gz", data, "gzip -6");
+  Indexed result = IndexBytes(gz, InflateEngine::kIsal, 128 * 1024);
+  CheckpointIndex& index = result.index;
+  CHECK(index.checkpoints.size() > 3);
+  MemorySource source(0, gz.data(), gz.size());
+  Bytes buffer(4096);
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(index, source, engine);
+    CHECK_THROWS_CODE(reader.Read(data.size() - 10, buffer.data(), 11), ErrorCode::kInvalidArgument);
+    CHECK_THROWS_CODE(reader.Read(data.size() + 1, buffer.data(), 0), ErrorCode::kInvalidArgument);
+    CHECK_THROWS_CODE(reader.Read(~uint64_t{0}, buffer.data(), 2), ErrorCode::kInvalidArgument);
+    reader.Read(data.size(), buffer.data(), 0);
+    // A source that stops early.
+    MemorySource half(0, gz.data(), gz.size() / 2);
+    RangeReader half_reader(index, half, engine);
+    CHECK_THROWS_CODE(half_reader.Read(data.size() - 4096, buffer.data(), 4096), ErrorCode::kTruncated);
+    // Garbage where the deflate data should be.
+    Bytes bad = gz;
+    uint64_t c2 = index.checkpoints[2].compressed_offset;
+    for (uint64_t i = c2; i < c2 + 200; ++i) bad[i] = 0xff;
+    MemorySource bad_source(0, bad.data(), bad.size());
+    RangeReader bad_reader(index, bad_source, engine);
+    CHECK_THROWS_CODE(bad_reader.Read(index.checkpoints[2].uncompressed_offset + 10, buffer.data(), 100),
+                      ErrorCode::kCorrupt);
+  }
+  // A window that does not inflate.
+  CheckpointIndex broken = index;
+  broken.checkpoints[1].stored_window.assign(10, 0xff);
+  RangeReader broken_reader(broken, source, InflateEngine::kIsal);
+  CHECK_THROWS_CODE(broken_reader.Read(broken.checkpoints[1].uncompressed_offset, buffer.data(), 10),
+                    ErrorCode::kCorrupt);
+  // A member CRC that fails is seen by a read that crosses the member end.
+  Bytes a = HandMadeMember(SampleData(100000, 16), 0), b = HandMadeMember(SampleData(100000, 17), 0);
+  Bytes two = a;
+  two.insert(two.end(), b.begin(), b.end());
+  Indexed two_index = IndexBytes(two, InflateEngine::kZlib, 0);
+  two[a.size() - 8] ^= 1;
+  MemorySource two_source(0, two.data(), two.size());
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(two_index.index, two_source, engine);
+    CHECK_THROWS_CODE(reader.Read(99000, buffer.data(), 2000), ErrorCode::kCorrupt);
+    reader.Read(98000, buffer.data(), 2000);  // ends at the member end: no trailer needed
+  }
+}
+
+TEST(gzip_index_serialization) {
+  Bytes data = SampleData(1 << 20, 18);
+  Bytes gz = Compress("serial.gz", data, "gzip -6");
+  Indexed result = IndexBytes(gz, InflateEngine::kIsal, 100000);
+  Bytes bytes = result.index.Serialize();
+  CHECK_EQ(bytes.size(), result.index.SerializedSize());
+  CheckpointIndex copy = CheckpointIndex::Deserialize(bytes);
+  CHECK(copy.Serialize() == bytes);
+  CHECK_EQ(copy.compressed_size, result.index.compressed_size);
+  CHECK_EQ(copy.uncompressed_size, result.index.uncompressed_size);
+  CHECK_EQ(copy.spacing, 100000u);
+  for (size_t i = 0; i < copy.checkpoints.size(); ++i) {
+    const Checkpoint &x = copy.checkpoints[i], &y = result.index.checkpoints[i];
+    CHECK_EQ(x.uncompressed_offset, y.uncompressed_offset);
+    CHECK_EQ(x.compressed_offset, y.compressed_offset);
+    CHECK_EQ(int{x.bits}, int{y.bits});
+    CHECK(x.kind == y.kind);
+    CHECK(x.stored_window == y.stored_window);
+  }
+  // Every truncation, and flipped bytes, fail the checks.
+  for (size_t n = 0; n < bytes.size(); n += (n < 200 ? 1 : 997)) {
+    CHECK_THROWS_CODE(CheckpointIndex::Deserialize(std::span<const uint8_t>(bytes.data(), n)), ErrorCode::kCorrupt);
+  }
+  for (size_t at = 0; at < bytes.size(); at += 1009) {
+    Bytes bad = bytes;
+    bad[at] ^= 0x20;
+    CHECK_THROWS_CODE(CheckpointIndex::Deserialize(bad), ErrorCode::kCorrupt);
+  }
+  Bytes longer = bytes;
+  longer.push_back(0);
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(longer), ErrorCode::kCorrupt);
+
+  // Structurally wrong but correctly checksummed indexes.
+  auto reseal = [](Bytes b) {
+    uint32_t crc = static_cast<uint32_t>(crc32(0, b.data(), static_cast<uInt>(b.size() - 4)));
+    for (int i = 0; i < 4; ++i) b[b.size() - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
+    return b;
+  };
+  Bytes newer = bytes;
+  newer[8] = 2;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(newer)), ErrorCode::kUnsupported);
+  Bytes lying = bytes;
+  lying[48] = 0xff;
+  lying[49] = 0xff;
+  lying[50] = 0xff;
+  lying[51] = 0x7f;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(lying)), ErrorCode::kCorrupt);
+  Bytes bad_bits = bytes;
+  bad_bits[52 + 16] = 9;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(bad_bits)), ErrorCode::kCorrupt);
+  Bytes bad_kind = bytes;
+  bad_kind[52 + 17] = 7;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(bad_kind)), ErrorCode::kCorrupt);
+  Bytes not_first_at_zero = bytes;
+  not_first_at_zero[52] = 1;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(not_first_at_zero)), ErrorCode::kCorrupt);
+  Bytes huge_size = bytes;
+  huge_size[24] = 0;  // compressed_size shrinks below the checkpoints' offsets
+  huge_size[25] = 0;
+  huge_size[26] = 0;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(huge_size)), ErrorCode::kCorrupt);
+  Bytes format = bytes;
+  format[16] = 5;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(format)), ErrorCode::kCorrupt);
+}
+
+TEST(gzip_concurrent_reads) {
+  Bytes data = SampleData(6 << 20, 19);
+  Compress("concurrent.gz", data, "gzip -6");
+  Bytes gz = ReadFile(Path("concurrent.gz"));
+  for (InflateEngine engine : kEngines) {
+    Indexed result = IndexBytes(gz, engine, 256 * 1024, 1 << 20, false);
+    FileSource source(Path("concurrent.gz"));
+    RangeReader reader(result.index, source, engine);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937_64 rng(100 + t);
+        Bytes buffer;
+        for (int i = 0; i < 60; ++i) {
+          uint64_t offset = rng() % data.size();
+          size_t len = static_cast<size_t>(std::min<uint64_t>(1 + rng() % 65536, data.size() - offset));
+          buffer.resize(len);
+          try {
+            reader.Read(offset, buffer.data(), len);
+            if (std::memcmp(buffer.data(), data.data() + offset, len) != 0) ++failures;
+          } catch (...) {
+            ++failures;
+          }
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    CHECK_EQ(failures.load(), 0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Big streams
+
+TEST(gzip_over_4gib) {
+  const std::string path = "/var/cache/clip-native/zeros-4.3g.gz";
+  MustRun("test -s " + path + " || { mkdir -p /var/cache/clip-native && head -c 4400000000 /dev/zero | pigz -1 > " +
+          path + ".tmp && mv " + path + ".tmp " + path + "; }");
+  FileSource file(path);
+  auto start = std::chrono::steady_clock::now();
+  CheckpointIndex index;
+  index.spacing = 256ull << 20;
+  uint64_t nonzero = 0;
+  CheckpointingInflater inflater(
+      InflateEngine::kIsal, index.spacing,
+      [&](const uint8_t* data, size_t len, uint64_t) {
+        // Spot-check the output without slowing the pass: the first and last byte of each chunk.
+        nonzero += (data[0] != 0) + (data[len - 1] != 0);
+      },
+      [&](uint64_t u, uint64_t c, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
+        index.Add(u, c, bits, kind, window);
+      });
+  Bytes chunk(1 << 20);
+  uint64_t at = 0;
+  for (;;) {
+    size_t n = file.ReadAt(at, chunk.data(), chunk.size());
+    if (n == 0) break;
+    inflater.Feed(chunk.data(), n);
+    at += n;
+  }
+  inflater.Finish();
+  index.compressed_size = file.size();
+  index.uncompressed_size = inflater.uncompressed_produced();
+  std::cout << "  4.4 GB of zeros indexed in " << Seconds(start) << " s, " << index.checkpoints.size()
+            << " checkpoints" << std::endl;
+  CHECK_EQ(index.uncompressed_size, 4400000000ull);
+  CHECK(index.uncompressed_size > (1ull << 32));
+  CHECK_EQ(nonzero, 0u);
+  CHECK(index.checkpoints.size() >= 15);
+  CheckpointIndex copy = CheckpointIndex::Deserialize(index.Serialize());
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(copy, file, engine);
+    for (uint64_t offset : {uint64_t{(1ull << 32) + 12345}, uint64_t{index.uncompressed_size - 4096}}) {
+      Bytes buffer(4096, 0xaa);
+      reader.Read(offset, buffer.data(), buffer.size());
+      CHECK(std::all_of(buffer.begin(), buffer.end(), [](uint8_t b) { return b == 0; }));
+    }
+  }
+}
+
+// Runs only when selected by name (the runner passes "debian") with
+// CLIP_DEBIAN_LAYER naming a real gzip'd Debian layer.
+TEST(gzip_debian_layer) {
+  const char* layer = std::getenv("CLIP_DEBIAN_LAYER");
+  if (!layer || !*layer) {
+    throw clip::test::Failure("CLIP_DEBIAN_LAYER is not set: point it at a .tar.gz Debian layer");
+  }
+  std::string oracle_path = Path("debian.tar");
+  MustRun(std::string("gzip -dc < '") + layer + "' > '" + oracle_path + "'");
+  Bytes oracle = ReadFile(oracle_path);
+  FileSource file(layer);
+  for (InflateEngine engine : kEngines) {
+    auto start = std::chrono::steady_clock::now();
+    CheckpointIndex index;
+    index.spacing = 2 << 20;
+    uint64_t mismatches = 0;
+    CheckpointingInflater inflater(
+        engine, index.spacing,
+        [&](const uint8_t* data, size_t len, uint64_t offset) {
+          if (offset + len > oracle.size() || std::memcmp(data, oracle.data() + offset, len) != 0) ++mismatches;
+        },
+        [&](uint64_t u, uint64_t c, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
+          index.Add(u, c, bits, kind, window);
+        });
+    Bytes chunk(1 << 20);
+    for (uint64_t at = 0;;) {
+      size_t n = file.ReadAt(at, chunk.data(), chunk.size());
+      if (n == 0) break;
+      inflater.Feed(chunk.data(), n);
+      at += n;
+    }
+    inflater.Finish();
+    double seconds = Seconds(start);
+    index.compressed_size = file.size();
+    index.uncompressed_size = inflater.uncompressed_produced();
+    CHECK_EQ(mismatches, 0u);
+    CHECK_EQ(index.uncompressed_size, oracle.size());
+    CHECK(index.checkpoints.size() >= oracle.size() / (4u << 20));
+    Bytes serialized = index.Serialize();
+    CHECK(serialized.size() * 100 < file.size());  // the goal: checkpoints cost under 1% of the layer
+    CheckpointIndex copy = CheckpointIndex::Deserialize(serialized);
+    std::mt19937_64 rng(42);
+    for (InflateEngine read_engine : kEngines) {
+      RangeReader reader(copy, file, read_engine);
+      for (int i = 0; i < 100; ++i) {
+        uint64_t offset = rng() % oracle.size();
+        size_t len = static_cast<size_t>(std::min<uint64_t>(1 + rng() % 65536, oracle.size() - offset));
+        ExpectRead(reader, oracle, offset, len);
+      }
+    }
+    std::printf("  %s: %zu checkpoints, index %zu bytes = %.2f%% of %llu compressed bytes, pass %.2f s\n",
+                clip::core::InflateEngineName(engine), copy.checkpoints.size(), serialized.size(),
+                100.0 * static_cast<double>(serialized.size()) / static_cast<double>(file.size()),
+                static_cast<unsigned long long>(file.size()), seconds);
+    std::fflush(stdout);
+  }
+}
