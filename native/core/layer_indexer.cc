@@ -1,0 +1,356 @@
+// LayerIndexer: see layer_indexer.h. The side thread is the only owner of
+// the two SHA-256 states and of the CheckpointIndex while indexing runs; the
+// caller's thread only hands it owned copies of bytes through the queue, so
+// no lock guards anything but the queue itself.
+#include "layer_indexer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "checkpointing_inflater.h"
+#include "error.h"
+#include "file_descriptor.h"
+#include "sha256.h"
+#include "tar_parser.h"
+
+namespace clip::core {
+namespace {
+
+// Work for the side thread, in stream order.
+struct SideTask {
+  enum class Kind { kCompressed, kUncompressed, kBoth, kCheckpoint, kStop };
+  Kind kind = Kind::kStop;
+  std::vector<uint8_t> bytes;  // blob bytes, tar bytes, or a checkpoint's window
+  uint64_t uncompressed_offset = 0;
+  uint64_t compressed_offset = 0;
+  uint8_t bits = 0;
+  CheckpointKind checkpoint_kind = CheckpointKind::kBlock;
+};
+
+// One thread that hashes both streams and compresses checkpoint windows.
+// Push() blocks while more than `limit` bytes wait, which is what bounds the
+// indexer's memory when the side thread is slower than inflation.
+class SideWorker {
+ public:
+  SideWorker(size_t limit, CheckpointIndex& index) : limit_(limit), index_(index), thread_([this] { Run(); }) {}
+  ~SideWorker() {
+    if (thread_.joinable()) {
+      Push({});  // kStop
+      thread_.join();
+    }
+  }
+
+  void Push(SideTask&& task) {
+    std::unique_lock lock(mutex_);
+    const bool stop = task.kind == SideTask::Kind::kStop;
+    if (!stop) {
+      space_.wait(lock, [&] { return queued_bytes_ < limit_ || failed_; });
+      if (failed_) return;  // the error surfaces at Finish
+    }
+    queued_bytes_ += task.bytes.size();
+    queue_.push_back(std::move(task));
+    ready_.notify_one();
+  }
+
+  // A buffer for the next task, recycled from finished ones so that steady
+  // state indexing allocates (and page-faults) nothing new.
+  std::vector<uint8_t> TakeBuffer(const uint8_t* data, size_t len) {
+    std::vector<uint8_t> buffer;
+    {
+      std::lock_guard lock(mutex_);
+      if (!pool_.empty()) {
+        buffer = std::move(pool_.back());
+        pool_.pop_back();
+      }
+    }
+    buffer.assign(data, data + len);
+    return buffer;
+  }
+
+  // Drains the queue, stops the thread, rethrows what it threw.
+  void Finish(std::string& digest, std::string& diff_id) {
+    Push({});
+    thread_.join();
+    if (error_) std::rethrow_exception(error_);
+    digest = compressed_.FinishDigest();
+    diff_id = uncompressed_.FinishDigest();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      SideTask task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [&] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= task.bytes.size();
+        space_.notify_one();
+      }
+      if (task.kind == SideTask::Kind::kStop) return;
+      if (error_) continue;
+      try {
+        switch (task.kind) {
+          case SideTask::Kind::kCompressed:
+            compressed_.Update(task.bytes.data(), task.bytes.size());
+            Recycle(std::move(task.bytes));
+            break;
+          case SideTask::Kind::kUncompressed:
+            uncompressed_.Update(task.bytes.data(), task.bytes.size());
+            Recycle(std::move(task.bytes));
+            break;
+          case SideTask::Kind::kBoth:
+            compressed_.Update(task.bytes.data(), task.bytes.size());
+            uncompressed_.Update(task.bytes.data(), task.bytes.size());
+            Recycle(std::move(task.bytes));
+            break;
+          case SideTask::Kind::kCheckpoint:
+            index_.Add(task.uncompressed_offset, task.compressed_offset, task.bits, task.checkpoint_kind,
+                       task.bytes);
+            Recycle(std::move(task.bytes));
+            break;
+          case SideTask::Kind::kStop: break;
+        }
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        error_ = std::current_exception();
+        failed_ = true;
+        space_.notify_all();
+      }
+    }
+  }
+
+  void Recycle(std::vector<uint8_t>&& buffer) {
+    std::lock_guard lock(mutex_);
+    if (pool_.size() < kPoolBuffers) pool_.push_back(std::move(buffer));
+  }
+  static constexpr size_t kPoolBuffers = 32;
+
+  const size_t limit_;
+  CheckpointIndex& index_;
+  Sha256 compressed_;
+  Sha256 uncompressed_;
+  // Lock order: mutex_ is a leaf; nothing else is taken while holding it.
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::condition_variable space_;
+  std::deque<SideTask> queue_;
+  std::vector<std::vector<uint8_t>> pool_;  // spent buffers, guarded by mutex_
+  size_t queued_bytes_ = 0;
+  bool failed_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts after every member above exists
+};
+
+bool StartsWith(const std::vector<uint8_t>& head, std::initializer_list<uint8_t> magic) {
+  if (head.size() < magic.size()) return false;
+  size_t i = 0;
+  for (uint8_t b : magic)
+    if (head[i++] != b) return false;
+  return true;
+}
+
+// True when `block` (512 bytes) is a tar header with a valid checksum, or all zeros.
+bool LooksLikeTarHeader(const uint8_t* block) {
+  uint64_t sum = 0;
+  bool all_zero = true;
+  for (int i = 0; i < 512; ++i) {
+    sum += (i >= 148 && i < 156) ? ' ' : block[i];
+    all_zero = all_zero && block[i] == 0;
+  }
+  if (all_zero) return true;
+  uint64_t stored = 0;
+  bool digits = false;
+  for (int i = 148; i < 156; ++i) {
+    uint8_t c = block[i];
+    if (c >= '0' && c <= '7') {
+      stored = stored * 8 + (c - '0');
+      digits = true;
+    } else if (c == ' ' || c == 0) {
+      if (digits) break;
+    } else {
+      return false;
+    }
+  }
+  return digits && stored == sum;
+}
+
+}  // namespace
+
+class LayerIndexer::Impl {
+ public:
+  explicit Impl(LayerIndexOptions options)
+      : options_(std::move(options)),
+        side_(kSideQueueBytes, result_.checkpoints),
+        parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }) {}
+
+  void Feed(const uint8_t* data, size_t len) {
+    Guard([&] {
+      fed_ += len;
+      if (!decided_) {
+        head_.insert(head_.end(), data, data + len);
+        if (head_.size() < 512 && !StartsWith(head_, {0x1f, 0x8b})) return;
+        Decide();
+        std::vector<uint8_t> head = std::move(head_);
+        Dispatch(head.data(), head.size());
+        return;
+      }
+      Dispatch(data, len);
+    });
+  }
+
+  LayerIndex Finish() {
+    Guard([&] {
+      if (!decided_) {
+        if (head_.empty()) Fail(ErrorCode::kTruncated, "the blob is empty");
+        Decide();
+        std::vector<uint8_t> head = std::move(head_);
+        Dispatch(head.data(), head.size());
+      }
+      if (inflater_) inflater_->Finish();
+      parser_.Finish();
+      side_.Finish(result_.digest, result_.diff_id);
+      if (!options_.expected_digest.empty() && options_.expected_digest != result_.digest)
+        Fail(ErrorCode::kDigestMismatch,
+             "blob digest is " + result_.digest + ", expected " + options_.expected_digest);
+    });
+    result_.compressed_size = fed_;
+    result_.uncompressed_size = produced_;
+    result_.checkpoints.format = result_.format;
+    result_.checkpoints.compressed_size = fed_;
+    result_.checkpoints.uncompressed_size = produced_;
+    result_.checkpoints.spacing = options_.spacing;
+    return std::move(result_);
+  }
+
+  uint64_t fed() const { return fed_; }
+
+ private:
+  // Runs `body`, prefixing any CoreError with the layer's name; once failed,
+  // every later call throws the first error again.
+  template <typename Body>
+  void Guard(Body&& body) {
+    if (error_) std::rethrow_exception(error_);
+    try {
+      body();
+    } catch (const CoreError& e) {
+      error_ = std::make_exception_ptr(CoreError(e.code(), options_.name + ": " + e.what()));
+      std::rethrow_exception(error_);
+    } catch (const std::bad_alloc&) {
+      error_ = std::make_exception_ptr(CoreError(ErrorCode::kNoMemory, options_.name + ": out of memory"));
+      std::rethrow_exception(error_);
+    }
+  }
+
+  void Decide() {
+    decided_ = true;
+    if (StartsWith(head_, {0x1f, 0x8b})) {
+      result_.format = LayerFormat::kGzip;
+      inflater_ = std::make_unique<CheckpointingInflater>(
+          options_.engine, options_.spacing,
+          [this](const uint8_t* data, size_t len, uint64_t offset) { OnOutput(data, len, offset); },
+          [this](uint64_t uoff, uint64_t coff, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
+            SideTask task;
+            task.kind = SideTask::Kind::kCheckpoint;
+            task.bytes = side_.TakeBuffer(window.data(), window.size());
+            task.uncompressed_offset = uoff;
+            task.compressed_offset = coff;
+            task.bits = bits;
+            task.checkpoint_kind = kind;
+            side_.Push(std::move(task));
+          });
+      return;
+    }
+    if (StartsWith(head_, {0x28, 0xb5, 0x2f, 0xfd}))
+      Fail(ErrorCode::kUnsupported, "zstd-compressed layers are not supported (gzip and plain tar are)");
+    if (StartsWith(head_, {'B', 'Z', 'h'}))
+      Fail(ErrorCode::kUnsupported, "bzip2-compressed layers are not supported (gzip and plain tar are)");
+    if (StartsWith(head_, {0xfd, '7', 'z', 'X', 'Z', 0x00}))
+      Fail(ErrorCode::kUnsupported, "xz-compressed layers are not supported (gzip and plain tar are)");
+    if (head_.size() < 512) FailAt(ErrorCode::kTruncated, "the blob ends inside the first tar header", head_.size());
+    if (!LooksLikeTarHeader(head_.data()))
+      FailAt(ErrorCode::kCorrupt, "the blob is neither gzip nor tar (no gzip magic, bad tar header checksum)", 0);
+    result_.format = LayerFormat::kTar;
+  }
+
+  void Dispatch(const uint8_t* data, size_t len) {
+    if (len == 0) return;
+    SideTask task;
+    task.bytes = side_.TakeBuffer(data, len);
+    if (inflater_) {
+      task.kind = SideTask::Kind::kCompressed;
+      side_.Push(std::move(task));
+      inflater_->Feed(data, len);
+    } else {
+      task.kind = SideTask::Kind::kBoth;
+      side_.Push(std::move(task));
+      OnTar(data, len, produced_);
+    }
+  }
+
+  void OnOutput(const uint8_t* data, size_t len, uint64_t offset) {
+    SideTask task;
+    task.kind = SideTask::Kind::kUncompressed;
+    task.uncompressed_offset = offset;
+    task.bytes = side_.TakeBuffer(data, len);
+    side_.Push(std::move(task));
+    OnTar(data, len, offset);
+  }
+
+  void OnTar(const uint8_t* data, size_t len, uint64_t offset) {
+    produced_ = offset + len;
+    parser_.Feed(data, len, offset);
+  }
+
+  void OnEntry(TarEntry&& entry) {
+    if (inflater_ && entry.type == EntryType::kRegular && entry.size > options_.large_file_threshold)
+      inflater_->RequestCheckpoint();
+    result_.entries.push_back(std::move(entry));
+  }
+
+  LayerIndexOptions options_;
+  LayerIndex result_;
+  SideWorker side_;
+  TarParser parser_;
+  std::unique_ptr<CheckpointingInflater> inflater_;
+  std::vector<uint8_t> head_;  // first bytes, until the format is known
+  bool decided_ = false;
+  uint64_t fed_ = 0;       // blob bytes
+  uint64_t produced_ = 0;  // tar stream bytes
+  std::exception_ptr error_;
+};
+
+LayerIndexer::LayerIndexer(LayerIndexOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+LayerIndexer::~LayerIndexer() = default;
+void LayerIndexer::Feed(const uint8_t* data, size_t len) { impl_->Feed(data, len); }
+LayerIndex LayerIndexer::Finish() { return impl_->Finish(); }
+uint64_t LayerIndexer::bytes_fed() const { return impl_->fed(); }
+
+LayerIndex IndexLayerFile(const std::string& path, const LayerIndexOptions& options) {
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) Fail(ErrorCode::kIo, options.name + ": cannot open " + path + ": " + std::strerror(errno));
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  LayerIndexer indexer(options);
+  std::vector<uint8_t> buffer(1u << 20);
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail(ErrorCode::kIo, options.name + ": cannot read " + path + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    indexer.Feed(buffer.data(), static_cast<size_t>(n));
+  }
+  return indexer.Finish();
+}
+
+}  // namespace clip::core

@@ -1,0 +1,28 @@
+// Sha256: incremental SHA-256 (OpenSSL's EVP, which uses the CPU's SHA
+// extensions where present). Used for a layer's blob digest and diff_id.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+struct evp_md_ctx_st;
+
+namespace clip::core {
+
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void Update(const uint8_t* data, size_t len);
+  // Finishes and returns "sha256:<64 lowercase hex>". Call once.
+  std::string FinishDigest();
+
+ private:
+  evp_md_ctx_st* ctx_;
+};
+
+}  // namespace clip::core
