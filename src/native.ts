@@ -1,0 +1,108 @@
+/**
+ * Loads the C++ addon (built by node-gyp into build/Release) and hands it
+ * ClipError, so errors thrown by native code are ClipErrors with a code.
+ * The raw binding's shape is declared here; callers use the typed wrappers
+ * in engine/, which check options before anything crosses the boundary.
+ */
+import * as path from 'node:path';
+import { ClipError } from './errors';
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+
+export interface RawTarEntry {
+  path: string;
+  type: EntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  uname: string;
+  gname: string;
+  mtimeSec: number;
+  mtimeNsec: number;
+  size: number;
+  dataOffset: number;
+  headerOffset: number;
+  devmajor: number;
+  devminor: number;
+  linkTarget: string;
+  xattrs: Record<string, Buffer>;
+}
+
+export interface RawLayerIndex {
+  format: 'gzip' | 'tar';
+  digest: string;
+  diffId: string;
+  compressedSize: number;
+  uncompressedSize: number;
+  checkpoints: Buffer;
+  checkpointCount: number;
+  entries: RawTarEntry[];
+}
+
+export interface RawIndexOptions {
+  engine?: 'isal' | 'zlib';
+  spacing?: number;
+  largeFileThreshold?: number;
+  name?: string;
+  expectedDigest?: string;
+}
+
+export interface RawSpan {
+  begin: number;
+  end: number;
+  checkpoint: number;
+}
+
+export interface RawLayerReaderInfo {
+  format: 'gzip' | 'tar';
+  compressedSize: number;
+  uncompressedSize: number;
+  spacing: number;
+  checkpointCount: number;
+  engine: 'isal' | 'zlib';
+}
+
+export interface RawLayerIndexer {
+  push(chunk: Buffer): Promise<void>;
+  finish(): Promise<RawLayerIndex>;
+}
+
+export interface RawLayerReader {
+  read(offset: number, length: number): Promise<Buffer>;
+  readFrom(compressed: Buffer, base: number, offset: number, length: number): Promise<Buffer>;
+  spanFor(offset: number, length: number): RawSpan;
+  info(): RawLayerReaderInfo;
+}
+
+export interface NativeBinding {
+  setErrorClass(ctor: typeof ClipError): void;
+  indexLayerFile(path: string, options: RawIndexOptions): Promise<RawLayerIndex>;
+  LayerIndexer: new (options: RawIndexOptions) => RawLayerIndexer;
+  LayerReader: new (checkpoints: Buffer, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
+  engines: string[];
+}
+
+function load(): NativeBinding {
+  // dist/src/native.js -> <root>/build/Release; src/native.ts (ts-node) -> same root.
+  const root = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
+  const candidates = [
+    process.env.CLIP_NATIVE_ADDON,
+    path.join(root, 'build', 'Release', 'clip_native.node'),
+    path.join(root, 'build', 'Debug', 'clip_native.node'),
+  ].filter((p): p is string => !!p);
+  let lastError: unknown;
+  for (const candidate of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const binding = require(candidate) as NativeBinding;
+      binding.setErrorClass(ClipError);
+      return binding;
+    } catch (e) {
+      lastError = e;
+      if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') break;
+    }
+  }
+  throw new ClipError('ENOENT', `cannot load the clip-native addon (run "npm ci" to build it): ${String(lastError)}`);
+}
+
+export const native: NativeBinding = load();
