@@ -69,6 +69,7 @@ class SideWorker {
       if (!pool_.empty()) {
         buffer = std::move(pool_.back());
         pool_.pop_back();
+        pool_bytes_ -= buffer.capacity();
       }
     }
     buffer.assign(data, data + len);
@@ -131,9 +132,13 @@ class SideWorker {
 
   void Recycle(std::vector<uint8_t>&& buffer) {
     std::lock_guard lock(mutex_);
-    if (pool_.size() < kPoolBuffers) pool_.push_back(std::move(buffer));
+    if (pool_bytes_ + buffer.capacity() > kPoolBytes) return;  // freed here instead
+    pool_bytes_ += buffer.capacity();
+    pool_.push_back(std::move(buffer));
   }
-  static constexpr size_t kPoolBuffers = 32;
+  // Spent buffers kept for reuse, by capacity: enough for the chunks in
+  // flight at steady state, small next to the queue itself.
+  static constexpr size_t kPoolBytes = 4u << 20;
 
   const size_t limit_;
   CheckpointIndex& index_;
@@ -145,6 +150,7 @@ class SideWorker {
   std::condition_variable space_;
   std::deque<SideTask> queue_;
   std::vector<std::vector<uint8_t>> pool_;  // spent buffers, guarded by mutex_
+  size_t pool_bytes_ = 0;                   // their capacity, guarded by mutex_
   size_t queued_bytes_ = 0;
   bool failed_ = false;
   std::exception_ptr error_;

@@ -11,7 +11,8 @@
 // Threads: Feed/Finish run on the caller's thread and do inflation and tar
 // parsing; hashing and checkpoint-window compression run on one side thread,
 // fed through a bounded queue, so a two-core host inflates and hashes at once
-// and memory stays bounded (kSideQueueBytes plus the engine's buffers)
+// and memory stays bounded (kSideQueueBytes, a 4 MiB buffer pool and the
+// engine's few MiB)
 // however large the layer.
 #pragma once
 
@@ -48,7 +49,7 @@ struct LayerIndex {
 
 class LayerIndexer {
  public:
-  static constexpr size_t kSideQueueBytes = 16u << 20;
+  static constexpr size_t kSideQueueBytes = 8u << 20;
 
   explicit LayerIndexer(LayerIndexOptions options);
   ~LayerIndexer();

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (README: `npm run bench`, or `npm run bench -- --quick`).
+# Prepares its data first: the Debian layer from scripts/fixtures.sh and a
+# 1 GiB layer (six copies of the Debian tar stream in one file) for memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >&2
+FIX=$(bash scripts/fixtures.sh)
+export CLIP_DEBIAN_LAYER="$FIX/debian-layer.tar.gz"
+export CLIP_BIG_LAYER="$FIX/big-layer-1g.tar.gz"
+if [ ! -f "$CLIP_BIG_LAYER" ]; then
+  echo "bench: building a 1 GiB layer (once)" >&2
+  tmp=$(mktemp -d)
+  for i in 1 2 3 4 5 6; do gzip -dc "$CLIP_DEBIAN_LAYER"; done >"$tmp/debian-x6.bin"
+  tar -C "$tmp" -cf - debian-x6.bin | pigz -6 >"$CLIP_BIG_LAYER.tmp"
+  mv "$CLIP_BIG_LAYER.tmp" "$CLIP_BIG_LAYER"
+  rm -rf "$tmp"
+fi
+mkdir -p bench/out
+node dist/bench/engine.js "$@"
