@@ -21,6 +21,6 @@ for blob in $layers; do
   $cli layer index "$blob"
 done
 base=$(echo "$layers" | head -1)
-echo "== etc/os-release, read from the base layer through its checkpoints:"
-$cli layer cat "$base" etc/os-release | tee /tmp/clip-demo-os-release
-cmp /tmp/clip-demo-os-release "$FIX/debian-bookworm-rootfs/etc/os-release" && echo "== identical to the rootfs it was packed from"
+echo "== usr/lib/os-release, read from the base layer through its checkpoints:"
+$cli layer cat "$base" usr/lib/os-release | tee /tmp/clip-demo-os-release
+cmp /tmp/clip-demo-os-release "$FIX/debian-bookworm-rootfs/usr/lib/os-release" && echo "== identical to the rootfs it was packed from"
