@@ -16,5 +16,6 @@ if [ ! -f "$CLIP_BIG_LAYER" ]; then
   mv "$CLIP_BIG_LAYER.tmp" "$CLIP_BIG_LAYER"
   rm -rf "$tmp"
 fi
+make -C native -j 2 tools >/dev/null
 mkdir -p bench/out
 node dist/bench/engine.js "$@"
