@@ -57,7 +57,17 @@ class SideWorker {
     }
     queued_bytes_ += task.bytes.size();
     queue_.push_back(std::move(task));
-    ready_.notify_one();
+    // Waking the side thread costs a futex call and a context switch; it is
+    // faster than inflation, so it would sleep and be woken for every chunk.
+    // Wake it only once a batch is waiting (or to stop).
+    if (stop || queued_bytes_ >= kWakeBytes) ready_.notify_one();
+  }
+
+  // A buffer from the pool, empty, for the caller to fill (e.g. by read(2)).
+  std::vector<uint8_t> TakeEmptyBuffer(size_t capacity) {
+    std::vector<uint8_t> buffer = TakeBuffer(nullptr, 0);
+    buffer.resize(capacity);
+    return buffer;
   }
 
   // A buffer for the next task, recycled from finished ones so that steady
@@ -91,7 +101,9 @@ class SideWorker {
       SideTask task;
       {
         std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return !queue_.empty(); });
+        ready_.wait(lock, [&] {
+          return !queue_.empty() && (queued_bytes_ >= kWakeBytes || queue_.back().kind == SideTask::Kind::kStop);
+        });
         task = std::move(queue_.front());
         queue_.pop_front();
         queued_bytes_ -= task.bytes.size();
@@ -139,6 +151,7 @@ class SideWorker {
   // Spent buffers kept for reuse, by capacity: enough for the chunks in
   // flight at steady state, small next to the queue itself.
   static constexpr size_t kPoolBytes = 4u << 20;
+  static constexpr size_t kWakeBytes = 1u << 20;
 
   const size_t limit_;
   CheckpointIndex& index_;
@@ -213,6 +226,25 @@ class LayerIndexer::Impl {
       Dispatch(data, len);
     });
   }
+
+  // Like Feed, for a buffer the indexer may keep: it goes to the hashing
+  // thread after inflation instead of being copied first.
+  void FeedOwned(std::vector<uint8_t>&& buffer) {
+    if (!decided_ || !inflater_) {
+      Feed(buffer.data(), buffer.size());
+      return;
+    }
+    Guard([&] {
+      fed_ += buffer.size();
+      inflater_->Feed(buffer.data(), buffer.size());
+      SideTask task;
+      task.kind = SideTask::Kind::kCompressed;
+      task.bytes = std::move(buffer);
+      side_.Push(std::move(task));
+    });
+  }
+
+  std::vector<uint8_t> TakeBuffer(size_t capacity) { return side_.TakeEmptyBuffer(capacity); }
 
   LayerIndex Finish() {
     Guard([&] {
@@ -340,21 +372,27 @@ LayerIndexer::~LayerIndexer() = default;
 void LayerIndexer::Feed(const uint8_t* data, size_t len) { impl_->Feed(data, len); }
 LayerIndex LayerIndexer::Finish() { return impl_->Finish(); }
 uint64_t LayerIndexer::bytes_fed() const { return impl_->fed(); }
+std::vector<uint8_t> LayerIndexer::TakeBuffer(size_t capacity) { return impl_->TakeBuffer(capacity); }
+void LayerIndexer::FeedOwned(std::vector<uint8_t>&& buffer) { impl_->FeedOwned(std::move(buffer)); }
 
 LayerIndex IndexLayerFile(const std::string& path, const LayerIndexOptions& options) {
   FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) Fail(ErrorCode::kIo, options.name + ": cannot open " + path + ": " + std::strerror(errno));
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   LayerIndexer indexer(options);
-  std::vector<uint8_t> buffer(1u << 20);
+  constexpr size_t kChunk = 1u << 20;
   for (;;) {
-    ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Fail(ErrorCode::kIo, options.name + ": cannot read " + path + ": " + std::strerror(errno));
-    }
+    // Read straight into a pooled buffer that then moves to the hashing
+    // thread: the blob is never copied.
+    std::vector<uint8_t> buffer = indexer.TakeBuffer(kChunk);
+    ssize_t n;
+    do {
+      n = ::read(fd.get(), buffer.data(), buffer.size());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) Fail(ErrorCode::kIo, options.name + ": cannot read " + path + ": " + std::strerror(errno));
     if (n == 0) break;
-    indexer.Feed(buffer.data(), static_cast<size_t>(n));
+    buffer.resize(static_cast<size_t>(n));
+    indexer.FeedOwned(std::move(buffer));
   }
   return indexer.Finish();
 }

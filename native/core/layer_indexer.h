@@ -64,6 +64,12 @@ class LayerIndexer {
   // ends early (or is empty), EDIGEST on a digest mismatch.
   LayerIndex Finish();
 
+  // Zero-copy feeding: fill a buffer from TakeBuffer (e.g. with read(2)),
+  // trim it to the bytes read, and hand it to FeedOwned; after inflation it
+  // moves to the hashing thread and back to the pool instead of being copied.
+  std::vector<uint8_t> TakeBuffer(size_t capacity);
+  void FeedOwned(std::vector<uint8_t>&& buffer);
+
   uint64_t bytes_fed() const;
 
  private:
