@@ -370,13 +370,55 @@ class CheckpointingInflater::Impl {
     const size_t real_length = static_cast<size_t>(std::min<uint64_t>(kHistory, behind));
     const uint8_t* real = buffer_.data() + write_ - behind;
     const size_t group = GroupSize(window);
+    // Probe A names each byte's group (i / group), probe B its place in the
+    // group (i % group); together they name the exact byte a copy came from.
     probe_window_.resize(window);
-    for (size_t g = 0; g * group < window; ++g) {
-      std::memset(probe_window_.data() + g * group, static_cast<int>(g), std::min(group, window - g * group));
-    }
-    probe_output_.resize(kHistory);
-    if (!analysis_) analysis_ = DeflateStream::Create(engine_);
+    for (size_t i = 0; i < window; ++i) probe_window_[i] = static_cast<uint8_t>(i / group);
+    if (!RunProbe(checkpoint, real_length, stream_ended, probe_output_)) return;
+    for (size_t i = 0; i < window; ++i) probe_window_[i] = static_cast<uint8_t>(i % group);
+    const bool refined = RunProbe(checkpoint, real_length, stream_ended, probe_output_b_);
 
+    // keep[i]: window byte i must hold its real value; every other byte is
+    // stored as zero, so the window compresses to little more than the kept
+    // bytes. A copy from byte p lands in the output with probe A's value
+    // p / group and probe B's value p % group. Where a probe's output equals
+    // the real output, the real value is that probe's synthetic value, so
+    // either way both halves of p are known: every copy the probes can see
+    // names its byte exactly. Neither sees a copy from a byte whose real
+    // value equals both synthetic values, so those few are always kept.
+    // Without probe B (it failed), a copy seen by A keeps its whole group,
+    // and bytes equal to their A value are kept.
+    std::vector<uint8_t>& keep = groups_used_;
+    keep.assign(window, 0);
+    for (size_t i = 0; i < window; ++i) {
+      const uint8_t a = static_cast<uint8_t>(i / group), b = static_cast<uint8_t>(i % group);
+      keep[i] = checkpoint.window[i] == a && (!refined || checkpoint.window[i] == b);
+    }
+    for (size_t o = 0; o < real_length; ++o) {
+      const bool in_a = probe_output_[o] != real[o];
+      const bool in_b = refined && probe_output_b_[o] != real[o];
+      if (!in_a && !in_b) continue;
+      const size_t g = in_a ? probe_output_[o] : real[o];
+      if (refined) {
+        const size_t k = in_b ? probe_output_b_[o] : real[o];
+        const size_t at = g * group + k;
+        if (k >= group || at >= window) return;  // cannot happen; if it does, keep the full window
+        keep[at] = 1;
+        continue;
+      }
+      for (size_t i = g * group; i < std::min(window, (g + 1) * group); ++i) keep[i] = 1;
+    }
+    for (size_t i = 0; i < window; ++i)
+      if (!keep[i]) checkpoint.window[i] = 0;
+  }
+
+  // Inflates the output after `checkpoint` again, with probe_window_ as its
+  // window, into `out`. True when it reproduced the real pass's length (and,
+  // short of 32 KiB, the stream ended there, the only proof that no later
+  // byte refers back); false keeps the full window.
+  bool RunProbe(const Pending& checkpoint, size_t real_length, bool stream_ended, std::vector<uint8_t>& out) {
+    out.resize(kHistory);
+    if (!analysis_) analysis_ = DeflateStream::Create(engine_);
     const size_t start = static_cast<size_t>(checkpoint.compressed_offset - capture_base_);
     const uint8_t* in = capture_.data() + start;
     const size_t in_len = capture_.size() - start;
@@ -386,7 +428,7 @@ class CheckpointingInflater::Impl {
       size_t used = 0;
       bool finished = false;
       while (produced < real_length && !finished) {
-        DeflateStream::Step step = analysis_->Inflate(in + used, in_len - used, probe_output_.data() + produced,
+        DeflateStream::Step step = analysis_->Inflate(in + used, in_len - used, out.data() + produced,
                                                       real_length - produced, false, capture_base_ + start + used);
         used += step.consumed;
         produced += step.produced;
@@ -394,20 +436,11 @@ class CheckpointingInflater::Impl {
         if (step.consumed == 0 && step.produced == 0 && !finished) break;  // capture used up
       }
     } catch (const CoreError&) {
-      return;  // the real pass decoded these bytes; if the probe disagrees, keep the full window
+      return false;  // the real pass decoded these bytes; if the probe disagrees, keep the full window
     }
-    // Short of 32 KiB, only the end of the stream proves that no later byte
-    // refers back.
-    if (produced != real_length || (real_length < kHistory && !stream_ended)) return;
-    std::vector<uint8_t>& marked = groups_used_;
-    marked.assign(256, 0);
-    for (size_t i = 0; i < produced; ++i) {
-      if (probe_output_[i] != real[i]) marked[probe_output_[i]] = 1;
-    }
-    for (size_t g = 0; g * group < window; ++g) {
-      if (!marked[g]) std::memset(checkpoint.window.data() + g * group, static_cast<int>(g), std::min(group, window - g * group));
-    }
+    return produced == real_length && (real_length == kHistory || stream_ended);
   }
+
 
   // Scheduling bookkeeping for a checkpoint at uncompressed `out`.
   void NoteCheckpoint(uint64_t out) {
@@ -486,8 +519,9 @@ class CheckpointingInflater::Impl {
   size_t recent_length_ = 0;
   std::unique_ptr<DeflateStream> analysis_;  // re-inflates captures with the probe window
   std::vector<uint8_t> probe_window_;        // the synthetic window: byte i = i / group size
-  std::vector<uint8_t> probe_output_;        // the probe run's output
-  std::vector<uint8_t> groups_used_;         // per window group: copied from by later output?
+  std::vector<uint8_t> probe_output_;
+  std::vector<uint8_t> probe_output_b_;  // the second probe's output
+  std::vector<uint8_t> groups_used_;         // per window byte: must keep its real value?
 
   // Output: buffer_[0, write_) holds the latest output, its last kHistory
   // bytes (or all of them, early on) forming the next window.
