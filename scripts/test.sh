@@ -21,6 +21,6 @@ make -C native -j 2 test SAN=1
 echo "== fuzzing (${FUZZ_SECONDS:=20}s per target)"
 make -C native -j 2 fuzz-run FUZZ_SECONDS="$FUZZ_SECONDS"
 echo "== TypeScript tests against the ASan + UBSan addon"
-bash scripts/test-asan.sh dist/test/engine.test.js dist/test/cli.test.js
+bash scripts/test-asan.sh dist/test/engine.test.js dist/test/cli.test.js dist/test/archive.test.js
 echo "== TypeScript tests"
 npm run --silent test:ts

@@ -17,3 +17,11 @@ export type {
   TarEntry,
   EntryType,
 } from './engine/layer';
+export { mergeLayers, normalizePath, countLinks } from './index/merge';
+export type { MergedNode, MergedTree, MergeLayerInput, MergeStats, NodeType } from './index/merge';
+export { writeArchive } from './archive/writer';
+export type { ArchiveLayerInput, ArchiveLayoutStats } from './archive/writer';
+export { ClipArchive, modeString, ROOT_INO } from './archive/reader';
+export type { ArchiveInfo, ArchiveStat, ArchiveDirEntry, ArchiveLayer, ArchiveImageConfig } from './archive/reader';
+export { buildArchive, assembleArchive, indexImage } from './index/build';
+export type { BuildArchiveOptions, BuiltArchive, IndexImageOptions, IndexImageResult, IndexProgress, IndexedLayerSummary } from './index/build';

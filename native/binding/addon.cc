@@ -3,6 +3,7 @@
 // know nothing of Node.
 #include <napi.h>
 
+#include "archive_binding.h"
 #include "errors.h"
 #include "layer_index_binding.h"
 #include "layer_reader_binding.h"
@@ -21,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function reader = LayerReaderWrap::Define(env);
   data->layer_reader = Napi::Persistent(reader);
   exports.Set("LayerReader", reader);
+  exports.Set("ArchiveReader", ArchiveReaderWrap::Define(env));
   Napi::Array engines = Napi::Array::New(env, 2);
   engines.Set(0u, "isal");
   engines.Set(1u, "zlib");

@@ -7,6 +7,7 @@
 import { Command, Option } from 'commander';
 import { ClipError, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
+import { registerImageCommands } from './image';
 import { registerLayerCommands } from './layer';
 
 function main(argv: string[]): void {
@@ -27,6 +28,7 @@ function main(argv: string[]): void {
     });
 
   registerLayerCommands(program);
+  registerImageCommands(program);
 
   program.parseAsync(argv).catch((e: unknown) => {
     if (isClipError(e)) {
