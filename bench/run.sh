@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (README: `npm run bench`, or `npm run bench -- --quick`).
+# Runs the benchmarks (README: `npm run bench`, or `npm run bench -- --quick`):
+# the engine (bench/engine.ts) and image indexing (bench/image.ts).
 # Prepares its data first: the Debian layer from scripts/fixtures.sh and a
 # 1 GiB layer (six copies of the Debian tar stream in one file) for memory.
 set -euo pipefail
@@ -18,4 +19,6 @@ if [ ! -f "$CLIP_BIG_LAYER" ]; then
 fi
 make -C native -j 2 tools >/dev/null
 mkdir -p bench/out
+export CLIP_DEMO_OCI="$FIX/demo-oci"
 node dist/bench/engine.js "$@"
+node dist/bench/image.js "$@"

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, on a fresh machine (README: `npm run demo`):
-# set up, build a real Debian OCI image (debootstrap + umoci) into an OCI
-# layout directory, index every layer of it in one pass each, and read a
-# file back through the checkpoints, checked against the rootfs it came from.
+# set up, build a real two-layer Debian OCI image (debootstrap + umoci) into an
+# OCI layout directory, index it once into a metadata-only .clip archive,
+# show what it holds, and read a file back through the layer's checkpoints,
+# checked against the rootfs the image was packed from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 FIX=$(bash scripts/fixtures.sh)
-cli="node dist/src/cli/main.js"
-layout="$FIX/demo-oci"
-layers=$(node -e '
+cli="node dist/src/cli/main.js --log-level warn"
+archive="${CLIP_DEMO_ARCHIVE:-$FIX/demo.clip}"
+
+echo "== clip-native index oci:$FIX/demo-oci:bookworm"
+$cli index "oci:$FIX/demo-oci:bookworm" -o "$archive"
+echo "== clip-native inspect"
+$cli inspect "$archive"
+echo "== clip-native ls -l /opt/clip-demo (added by the second layer; /etc/issue.net was whited out)"
+$cli ls "$archive" /opt/clip-demo -l
+if $cli ls "$archive" /etc/issue.net >/dev/null 2>&1; then echo "whiteout not applied" >&2; exit 1; fi
+base=$(node -e '
   const fs = require("fs"), path = require("path");
   const dir = process.argv[1];
   const index = JSON.parse(fs.readFileSync(path.join(dir, "index.json")));
   const blob = (d) => path.join(dir, "blobs", ...d.split(":"));
   const manifest = JSON.parse(fs.readFileSync(blob(index.manifests[0].digest)));
-  for (const l of manifest.layers) console.log(blob(l.digest));
-' "$layout")
-for blob in $layers; do
-  $cli layer index "$blob"
-done
-base=$(echo "$layers" | head -1)
+  console.log(blob(manifest.layers[0].digest));
+' "$FIX/demo-oci")
 echo "== usr/lib/os-release, read from the base layer through its checkpoints:"
 $cli layer cat "$base" usr/lib/os-release | tee /tmp/clip-demo-os-release
 cmp /tmp/clip-demo-os-release "$FIX/debian-bookworm-rootfs/usr/lib/os-release" && echo "== identical to the rootfs it was packed from"

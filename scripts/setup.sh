@@ -13,7 +13,7 @@ PACKAGES=(
   build-essential pkg-config python3
   libisal-dev isal zlib1g-dev libssl-dev libfuse3-dev fuse3
   clang libclang-rt-14-dev
-  debootstrap umoci skopeo docker-registry apache2-utils openssl
+  debootstrap umoci skopeo docker-registry apache2-utils openssl redis-server
   gzip pigz tar xz-utils zstd bzip2 attr
   python3-indexed-gzip time hyperfine
 )
@@ -30,10 +30,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci runs the package's install script: node-gyp builds the addon, tsc
-# builds dist/. Skip it when the lock file and sources are unchanged.
+# npm ci runs the package's install script (scripts/build.sh: the addon and
+# dist/). Only a changed lock file needs it again; otherwise build.sh
+# rebuilds what changed, including after binding.gyp or source-list changes.
 stamp=node_modules/.clip-setup-stamp
-want=$(cat package-lock.json binding.gyp | sha256sum | cut -d' ' -f1)
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund
   echo "$want" >"$stamp"
