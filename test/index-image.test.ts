@@ -561,4 +561,24 @@ describe('clip-native index', () => {
     assert.equal(cli('index', `oci:${dir}:v1`, '-o', out, '--username', 'u').status, EXIT_CODES.EINVAL);
     assert.equal(cli('index', `oci:${dir}:v1`, '-o', out, '--spacing', 'lots').status, EXIT_CODES.EINVAL);
   });
+
+  it('on a full disk: one sentence, EIO, no temp file left, the old archive intact', () => {
+    // A real full filesystem: a 600 KiB tmpfs, enough for a small archive but not the Debian one (~650 KiB).
+    const small = scratchDir('clip-cli-full-');
+    sh(`mount -t tmpfs -o size=600k tmpfs '${small}'`);
+    try {
+      const tiny = scratchDir('clip-cli-tiny-');
+      buildTinyImage(tiny, { tag: 'v1' });
+      const out = path.join(small, 'image.clip');
+      assert.equal(cli('index', `oci:${tiny}:v1`, '-o', out).status, 0);
+      const before = fs.readFileSync(out);
+      const full = cli('index', `oci:${demoLayout()}:bookworm`, '-o', out);
+      assert.equal(full.status, EXIT_CODES.EIO, full.stderr);
+      assert.match(full.stderr, /^clip-native: cannot write .*image\.clip: .*no space left on device.*\(EIO\)\n$/i);
+      assert.deepEqual(fs.readdirSync(small), ['image.clip']);
+      assert.ok(fs.readFileSync(out).equals(before), 'the archive that was there is untouched');
+    } finally {
+      sh(`umount '${small}'`);
+    }
+  });
 });
