@@ -372,10 +372,20 @@ class CheckpointingInflater::Impl {
     const size_t group = GroupSize(window);
     // Probe A names each byte's group (i / group), probe B its place in the
     // group (i % group); together they name the exact byte a copy came from.
-    probe_window_.resize(window);
-    for (size_t i = 0; i < window; ++i) probe_window_[i] = static_cast<uint8_t>(i / group);
+    // The two synthetic windows depend only on the window's length (almost
+    // always 32 KiB): build them once, not with a division per byte per
+    // checkpoint.
+    if (pattern_a_.size() != window) {
+      pattern_a_.resize(window);
+      pattern_b_.resize(window);
+      for (size_t i = 0; i < window; ++i) {
+        pattern_a_[i] = static_cast<uint8_t>(i / group);
+        pattern_b_[i] = static_cast<uint8_t>(i % group);
+      }
+    }
+    probe_window_ = pattern_a_;
     if (!RunProbe(checkpoint, real_length, stream_ended, probe_output_)) return;
-    for (size_t i = 0; i < window; ++i) probe_window_[i] = static_cast<uint8_t>(i % group);
+    probe_window_ = pattern_b_;
     const bool refined = RunProbe(checkpoint, real_length, stream_ended, probe_output_b_);
 
     // keep[i]: window byte i must hold its real value; every other byte is
@@ -390,10 +400,9 @@ class CheckpointingInflater::Impl {
     // and bytes equal to their A value are kept.
     std::vector<uint8_t>& keep = groups_used_;
     keep.assign(window, 0);
-    for (size_t i = 0; i < window; ++i) {
-      const uint8_t a = static_cast<uint8_t>(i / group), b = static_cast<uint8_t>(i % group);
-      keep[i] = checkpoint.window[i] == a && (!refined || checkpoint.window[i] == b);
-    }
+    const uint8_t* w = checkpoint.window.data();
+    for (size_t i = 0; i < window; ++i)
+      keep[i] = (w[i] == pattern_a_[i]) & (!refined | (w[i] == pattern_b_[i]));
     for (size_t o = 0; o < real_length; ++o) {
       const bool in_a = probe_output_[o] != real[o];
       const bool in_b = refined && probe_output_b_[o] != real[o];
@@ -408,8 +417,8 @@ class CheckpointingInflater::Impl {
       }
       for (size_t i = g * group; i < std::min(window, (g + 1) * group); ++i) keep[i] = 1;
     }
-    for (size_t i = 0; i < window; ++i)
-      if (!keep[i]) checkpoint.window[i] = 0;
+    uint8_t* stored = checkpoint.window.data();
+    for (size_t i = 0; i < window; ++i) stored[i] = keep[i] ? stored[i] : 0;
   }
 
   // Inflates the output after `checkpoint` again, with probe_window_ as its
@@ -521,6 +530,8 @@ class CheckpointingInflater::Impl {
   std::vector<uint8_t> probe_window_;        // the synthetic window: byte i = i / group size
   std::vector<uint8_t> probe_output_;
   std::vector<uint8_t> probe_output_b_;  // the second probe's output
+  std::vector<uint8_t> pattern_a_;       // synthetic window A: byte i = i / group
+  std::vector<uint8_t> pattern_b_;       // synthetic window B: byte i = i % group
   std::vector<uint8_t> groups_used_;         // per window byte: must keep its real value?
 
   // Output: buffer_[0, write_) holds the latest output, its last kHistory
