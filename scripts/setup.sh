@@ -13,7 +13,7 @@ PACKAGES=(
   build-essential pkg-config python3
   libisal-dev isal zlib1g-dev libssl-dev libfuse3-dev fuse3
   clang libclang-rt-14-dev
-  debootstrap umoci skopeo docker-registry apache2-utils openssl redis-server
+  debootstrap umoci skopeo docker-registry apache2-utils openssl redis-server libcap2-bin curl
   gzip pigz tar xz-utils zstd bzip2 attr
   python3-indexed-gzip time hyperfine
 )

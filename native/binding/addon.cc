@@ -5,6 +5,7 @@
 
 #include "archive_binding.h"
 #include "errors.h"
+#include "fs_binding.h"
 #include "layer_index_binding.h"
 #include "layer_reader_binding.h"
 
@@ -23,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->layer_reader = Napi::Persistent(reader);
   exports.Set("LayerReader", reader);
   exports.Set("ArchiveReader", ArchiveReaderWrap::Define(env));
+  RegisterFsFunctions(env, exports);
   Napi::Array engines = Napi::Array::New(env, 2);
   engines.Set(0u, "isal");
   engines.Set(1u, "zlib");

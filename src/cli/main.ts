@@ -9,6 +9,7 @@ import { ClipError, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
 import { registerImageCommands } from './image';
 import { registerLayerCommands } from './layer';
+import { registerStorageCommands } from './storage';
 
 function main(argv: string[]): void {
   const program = new Command();
@@ -29,6 +30,7 @@ function main(argv: string[]): void {
 
   registerLayerCommands(program);
   registerImageCommands(program);
+  registerStorageCommands(program);
 
   program.parseAsync(argv).catch((e: unknown) => {
     if (isClipError(e)) {

@@ -1,0 +1,206 @@
+/**
+ * The source tier's view of a layer's checkpoints: the serialized index
+ * (byte table in native/core/checkpoint_index.h) parsed into the intervals
+ * between consecutive checkpoints, and the check that makes a span read
+ * trustworthy enough to serve.
+ *
+ * The source tier fetches and inflates whole intervals: interval i holds the
+ * uncompressed bytes from checkpoint i to checkpoint i+1 (or the end of the
+ * stream) and needs blob bytes from checkpoint i (including the byte with
+ * its leading bits) up to checkpoint i+1's compressed offset, exactly what
+ * CheckpointIndex::SpanFor asks for. A range request cannot be checked
+ * against the blob's digest, so the inflated interval is checked against
+ * what the index recorded at indexing time, from the real stream:
+ *
+ *   - it must inflate at all, and to exactly the interval's length
+ *     (the engine throws ECORRUPT/ETRUNCATED otherwise);
+ *   - its last bytes must equal checkpoint i+1's stored window wherever the
+ *     window holds real bytes. Sparse windows keep real bytes only where
+ *     later data copies from; the rest is filler, which the indexer writes
+ *     as zero (earlier: as the byte's group number, i / ceil(length / 256)).
+ *     A window byte that is neither 0 nor its group number is therefore
+ *     real, whichever way the window was made, and is compared; the others
+ *     prove nothing and are skipped. (If the indexer's filler changes, this
+ *     rule must follow it: docs/format.md.)
+ *   - the last interval of a gzip stream must be followed by the member
+ *     trailer whose ISIZE matches the member's length.
+ *
+ * Corrupt or substituted compressed bytes almost always desynchronise the
+ * Huffman decoding, which garbles everything after them, the window tail
+ * included. What this cannot catch: a change that decodes to the same
+ * number of bytes and touches only bytes nobody copies from later (e.g. a
+ * flipped byte in a stored block); only the whole-layer diff_id can, which
+ * the background fill checks before anything is served from the disk cache.
+ */
+import * as zlib from 'node:zlib';
+import { ClipError } from '../errors';
+
+const HEADER_SIZE = 52;
+const CHECKPOINT_SIZE = 28;
+const MAGIC = 'CLIPCKPT';
+
+export interface Checkpoint {
+  /** Bytes from the start of the uncompressed stream. */
+  uncompressedOffset: number;
+  /** First whole byte of the block in the blob. */
+  compressedOffset: number;
+  /** 0..7 bits of byte compressedOffset-1 that belong to the block. */
+  bits: number;
+  kind: 'block' | 'member';
+  /** Bytes of the uncompressed window before the checkpoint. */
+  windowLength: number;
+  /** Where the stored (raw deflate) window sits in the serialized index, and its length. */
+  storedOffset: number;
+  storedLength: number;
+}
+
+export interface Interval {
+  index: number;
+  /** Uncompressed [start, end). */
+  start: number;
+  end: number;
+  /** Blob bytes [begin, until) to fetch. */
+  begin: number;
+  until: number;
+}
+
+export class CheckpointTable {
+  readonly format: 'gzip' | 'tar';
+  readonly compressedSize: number;
+  readonly uncompressedSize: number;
+  readonly checkpoints: Checkpoint[];
+
+  /**
+   * Parses a serialized checkpoint index (already validated by the archive
+   * reader's CRC; the fields used here are checked again).
+   * Errors: ECORRUPT when it is not one, or is inconsistent.
+   */
+  constructor(private readonly serialized: Buffer, what: string) {
+    const bad = (why: string) => new ClipError('ECORRUPT', `${what}: checkpoint index ${why}`);
+    if (serialized.length < HEADER_SIZE + 4 || serialized.toString('latin1', 0, 8) !== MAGIC) throw bad('has no CLIPCKPT header');
+    const formatByte = serialized.readUInt8(16);
+    if (formatByte > 1) throw bad(`has unknown format ${formatByte}`);
+    this.format = formatByte === 1 ? 'gzip' : 'tar';
+    this.compressedSize = Number(serialized.readBigUInt64LE(24));
+    this.uncompressedSize = Number(serialized.readBigUInt64LE(32));
+    const count = serialized.readUInt32LE(48);
+    this.checkpoints = [];
+    let at = HEADER_SIZE;
+    for (let i = 0; i < count; i++) {
+      if (at + CHECKPOINT_SIZE > serialized.length - 4) throw bad('is truncated');
+      const c: Checkpoint = {
+        uncompressedOffset: Number(serialized.readBigUInt64LE(at)),
+        compressedOffset: Number(serialized.readBigUInt64LE(at + 8)),
+        bits: serialized.readUInt8(at + 16),
+        kind: serialized.readUInt8(at + 17) === 1 ? 'member' : 'block',
+        windowLength: serialized.readUInt32LE(at + 20),
+        storedOffset: at + CHECKPOINT_SIZE,
+        storedLength: serialized.readUInt32LE(at + 24),
+      };
+      at += CHECKPOINT_SIZE + c.storedLength;
+      if (at > serialized.length - 4) throw bad('is truncated');
+      const prev = this.checkpoints[i - 1];
+      if (
+        c.uncompressedOffset >= this.uncompressedSize ||
+        c.compressedOffset > this.compressedSize ||
+        (prev && (c.uncompressedOffset <= prev.uncompressedOffset || c.compressedOffset < prev.compressedOffset)) ||
+        c.windowLength > 32768
+      ) {
+        throw bad(`has an inconsistent checkpoint ${i}`);
+      }
+      this.checkpoints.push(c);
+    }
+    if (this.format === 'gzip' && this.uncompressedSize > 0 && (count === 0 || this.checkpoints[0].uncompressedOffset !== 0)) {
+      throw bad('does not start with a checkpoint at offset 0');
+    }
+  }
+
+  /** The interval holding uncompressed `offset` (gzip layers; 0 <= offset < uncompressedSize). */
+  intervalAt(offset: number): Interval {
+    const cps = this.checkpoints;
+    let lo = 0;
+    let hi = cps.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (cps[mid].uncompressedOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.interval(lo);
+  }
+
+  interval(i: number): Interval {
+    const c = this.checkpoints[i];
+    const next = this.checkpoints[i + 1];
+    return {
+      index: i,
+      start: c.uncompressedOffset,
+      end: next ? next.uncompressedOffset : this.uncompressedSize,
+      begin: c.compressedOffset - (c.bits > 0 ? 1 : 0),
+      until: next ? next.compressedOffset : this.compressedSize,
+    };
+  }
+
+  /** Checkpoint i's window (windowLength bytes; sparse). Errors: ECORRUPT when the stored window does not inflate. */
+  window(i: number): Buffer {
+    const c = this.checkpoints[i];
+    if (c.windowLength === 0) return Buffer.alloc(0);
+    let out: Buffer;
+    try {
+      out = zlib.inflateRawSync(this.serialized.subarray(c.storedOffset, c.storedOffset + c.storedLength));
+    } catch {
+      throw new ClipError('ECORRUPT', `checkpoint ${i}'s stored window does not inflate`);
+    }
+    if (out.length !== c.windowLength) throw new ClipError('ECORRUPT', `checkpoint ${i}'s window is ${out.length} bytes, not ${c.windowLength}`);
+    return out;
+  }
+
+  /**
+   * Checks interval `iv`'s inflated bytes (see the file comment). `compressed`
+   * holds blob bytes [iv.begin, iv.until) plus, for the last interval of a
+   * gzip stream, the trailer. Returns how many bytes were compared.
+   * Errors: EDIGEST naming the interval when anything disagrees.
+   */
+  verifyInterval(iv: Interval, data: Buffer, what: string): number {
+    if (data.length !== iv.end - iv.start) {
+      throw new ClipError('EDIGEST', `${what}: interval ${iv.index} inflated to ${data.length} bytes, not ${iv.end - iv.start}`);
+    }
+    const nextIndex = iv.index + 1;
+    if (nextIndex >= this.checkpoints.length) return 0;
+    const next = this.checkpoints[nextIndex];
+    if (next.windowLength === 0) return 0;
+    const window = this.window(nextIndex);
+    const length = window.length;
+    const group = Math.max(1, Math.ceil(length / 256));
+    const windowStart = next.uncompressedOffset - length; // uncompressed offset of window[0]
+    let compared = 0;
+    for (let k = Math.max(0, iv.start - windowStart); k < length; k++) {
+      const w = window[k];
+      if (w === 0 || w === (Math.floor(k / group) & 0xff)) continue; // possibly filler: proves nothing
+      const pos = windowStart + k - iv.start;
+      if (data[pos] !== w) {
+        throw new ClipError(
+          'EDIGEST',
+          `${what}: bytes inflated from blob bytes ${iv.begin}-${iv.until} differ at uncompressed offset ${iv.start + pos} ` +
+            `from what indexing recorded: the source sent wrong bytes`,
+        );
+      }
+      compared++;
+    }
+    return compared;
+  }
+
+  /**
+   * For the last interval: checks the gzip trailer (the 8 bytes ending the
+   * blob) against the last member's length. `trailer` is those 8 bytes.
+   * Errors: EDIGEST.
+   */
+  verifyTrailer(trailer: Buffer, what: string): void {
+    let memberStart = 0;
+    for (const c of this.checkpoints) if (c.kind === 'member') memberStart = c.uncompressedOffset;
+    const isize = trailer.readUInt32LE(4);
+    const want = (this.uncompressedSize - memberStart) % 2 ** 32;
+    if (isize !== want) {
+      throw new ClipError('EDIGEST', `${what}: the gzip trailer says ${isize} bytes, the index says ${want}: the source sent wrong bytes`);
+    }
+  }
+}
