@@ -11,7 +11,8 @@
       "target_name": "clip_native",
       "sources": [
         "<!@(node -p \"require('fs').readdirSync('native/core').filter(f => f.endsWith('.cc')).map(f => 'native/core/' + f).join(' ')\")",
-        "<!@(node -p \"require('fs').readdirSync('native/binding').filter(f => f.endsWith('.cc')).map(f => 'native/binding/' + f).join(' ')\")"
+        "<!@(node -p \"require('fs').readdirSync('native/binding').filter(f => f.endsWith('.cc')).map(f => 'native/binding/' + f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/fuse').filter(f => f.endsWith('.cc')).map(f => 'native/fuse/' + f).join(' ')\")"
       ],
       "defines": [
         "NAPI_VERSION=9",
@@ -22,8 +23,8 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++14"],
-      "cflags_cc": ["-isystem", "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")", "-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Wshadow", "-fvisibility=hidden", "-O2", "-g"],
-      "libraries": ["-lisal", "-lz", "-lcrypto", "-lpthread"],
+      "cflags_cc": ["-isystem", "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")", "-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Wshadow", "-fvisibility=hidden", "-O2", "-g", "<!@(pkg-config --cflags fuse3)"],
+      "libraries": ["-lisal", "-lz", "-lcrypto", "-lpthread", "<!@(pkg-config --libs fuse3)"],
       "conditions": [
         ["clip_sanitize==1", {
           "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"],

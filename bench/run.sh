@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (README: `npm run bench`, or `npm run bench -- --quick`):
-# the engine (bench/engine.ts) and image indexing (bench/image.ts).
+# the engine (bench/engine.ts), image indexing (bench/image.ts) and the
+# storage tiers (bench/storage.ts) and the mount (bench/mount.ts).
 # Prepares its data first: the Debian layer from scripts/fixtures.sh and a
 # 1 GiB layer (six copies of the Debian tar stream in one file) for memory.
 set -euo pipefail
@@ -22,3 +23,5 @@ mkdir -p bench/out
 export CLIP_DEMO_OCI="$FIX/demo-oci"
 node dist/bench/engine.js "$@"
 node dist/bench/image.js "$@"
+node dist/bench/storage.js "$@"
+node dist/bench/mount.js "$@"

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reconfigure when the flavor, binding.gyp or the set of native sources
 # changes (gyp lists the sources at configure time).
-want="sanitize=${CLIP_SANITIZE:-0} $( (cat binding.gyp; ls native/core/*.cc native/binding/*.cc) | sha256sum | cut -c1-16)"
+want="sanitize=${CLIP_SANITIZE:-0} $( (cat binding.gyp; ls native/core/*.cc native/binding/*.cc native/fuse/*.cc 2>/dev/null) | sha256sum | cut -c1-16)"
 # Build against the headers of the node that runs us (never download them).
 nodedir=$(dirname "$(dirname "$(command -v node)")")
 [ -f "$nodedir/include/node/node_api.h" ] || { echo "build: no Node headers under $nodedir/include/node" >&2; exit 1; }

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # Build: ISA-L, zlib, OpenSSL (SHA-256), libfuse3. Tests: clang (libFuzzer,
 # sanitizers), debootstrap + umoci + skopeo (real OCI images), docker-registry
 # + apache2-utils (htpasswd) + openssl (a real registry with auth), gzip peers.
-# Benchmarks: python3-indexed-gzip, igzip, pigz, GNU time.
+# Benchmarks: python3-indexed-gzip, igzip, pigz, GNU time, squashfuse +
+# squashfs-tools (the mount benchmark's FUSE peer).
 PACKAGES=(
   build-essential pkg-config python3
   libisal-dev isal zlib1g-dev libssl-dev libfuse3-dev fuse3
@@ -16,6 +17,7 @@ PACKAGES=(
   debootstrap umoci skopeo docker-registry apache2-utils openssl redis-server libcap2-bin curl
   gzip pigz tar xz-utils zstd bzip2 attr
   python3-indexed-gzip time hyperfine
+  squashfuse squashfs-tools
 )
 
 missing=()

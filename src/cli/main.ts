@@ -9,6 +9,7 @@ import { ClipError, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
 import { registerImageCommands } from './image';
 import { registerLayerCommands } from './layer';
+import { registerMountCommands } from './mount';
 import { registerStorageCommands } from './storage';
 
 function main(argv: string[]): void {
@@ -30,6 +31,7 @@ function main(argv: string[]): void {
 
   registerLayerCommands(program);
   registerImageCommands(program);
+  registerMountCommands(program);
   registerStorageCommands(program);
 
   program.parseAsync(argv).catch((e: unknown) => {

@@ -1,0 +1,314 @@
+/**
+ * Mount benchmark (issue 5), every figure against a peer measured in the
+ * same run, on the same tree:
+ *   1. stat of every entry (`find MOUNT -printf '%m %s\n'`), cold (a fresh
+ *      mount) and warm (again), vs the unpacked tree on the native
+ *      filesystem and vs squashfuse_ll of a squashfs made from that tree.
+ *      Goal: warm <= 1.5x native, faster than squashfuse_ll cold and warm.
+ *   2. sequential read of a 1.2 GB file from a cached layer (a fresh mount
+ *      per run, so the mount's page cache is empty and every byte is spliced
+ *      from the layer file) vs `cat` of the layer file itself. Goal >= 0.8x.
+ *   3. random 4 KiB preads (POSIX_FADV_RANDOM) with 1, 2, 8, 32 readers:
+ *      throughput and p99, the mount vs the plain file.
+ *   4. RSS of the mount process after a full walk and read of the image
+ *      (warm and cold) and after reading the 1.2 GB file. Goal <= 64 MiB
+ *      besides the mapped archive.
+ * Mounts run as background `clip-native mount` processes, as users run them.
+ * Usage: node dist/bench/mount.js [--quick]   (needs root, squashfuse, squashfs-tools)
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { defaultThreads } from '../src/mount/mount';
+import { median, table } from './stats';
+
+const quick = process.argv.includes('--quick');
+const RUNS = quick ? 3 : 5;
+const OPS = quick ? 500 : 2000;
+const FIX = process.env.CLIP_FIXTURES ?? '/var/cache/clip-native';
+const WORK = path.join(FIX, 'mount-bench');
+const DEMO = process.env.CLIP_DEMO_OCI ?? path.join(FIX, 'demo-oci');
+const BIG_BLOB = process.env.CLIP_BIG_LAYER ?? path.join(FIX, 'big-layer-1g.tar.gz');
+const ROOT = path.resolve(__dirname, '../..');
+const CLI = path.join(ROOT, 'dist/src/cli/main.js');
+const RANDOM_PY = path.join(ROOT, 'bench/peers/random_reads.py');
+
+function sh(command: string): string {
+  const r = spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${command} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+function timeSh(command: string): number {
+  const t = process.hrtime.bigint();
+  sh(command);
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+function sha256Hex(file: string): string {
+  return sh(`sha256sum '${file}'`).split(' ')[0];
+}
+
+function log(msg: string) {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+/** A background clip-native mount; returns its pid. */
+function clipMount(archive: string, mp: string, cacheDir?: string): number {
+  const args = ['mount', archive, mp];
+  if (cacheDir) args.push('--cache-dir', cacheDir);
+  const r = spawnSync(process.execPath, [CLI, '--log-level', 'error', ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`mount failed: ${r.stderr}`);
+  return Number(/\(pid (\d+)\)/.exec(r.stdout)![1]);
+}
+
+function clipUmount(mp: string, pid: number) {
+  sh(`'${process.execPath}' '${CLI}' umount '${mp}'`);
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+}
+
+function rss(pid: number): { rss: number; anon: number; file: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)![1]) * 1024;
+  return { rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile') };
+}
+
+interface Prepared {
+  demoClip: string;
+  rootfs: string;
+  squash: string;
+  cache: string;
+  bigClip: string;
+  bigLayerFile: string;
+  bigFileName: string;
+}
+
+/** Builds (once, kept under $FIX/mount-bench) the archives, the unpacked tree, the squashfs and the warm cache. */
+function prepare(): Prepared {
+  fs.mkdirSync(WORK, { recursive: true });
+  const cache = path.join(WORK, 'cache');
+  const layers = path.join(cache, 'layers', 'sha256');
+  fs.mkdirSync(layers, { recursive: true });
+  const demoClip = path.join(WORK, 'demo.clip');
+  if (!fs.existsSync(demoClip)) {
+    log('indexing the demo image');
+    sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${DEMO}:bookworm' -o '${demoClip}'`);
+  }
+  const bundle = path.join(WORK, 'demo-unpacked');
+  const rootfs = path.join(bundle, 'rootfs');
+  if (!fs.existsSync(rootfs)) {
+    log('umoci unpack of the demo image');
+    sh(`umoci unpack --rootless=false --image '${DEMO}:bookworm' '${bundle}.tmp' >/dev/null && mv '${bundle}.tmp' '${bundle}'`);
+  }
+  const squash = path.join(WORK, 'demo.squashfs');
+  if (!fs.existsSync(squash)) {
+    log('mksquashfs of the unpacked tree');
+    sh(`mksquashfs '${rootfs}' '${squash}.tmp' -noappend -quiet -no-progress >/dev/null && mv '${squash}.tmp' '${squash}'`);
+  }
+  const manifest = JSON.parse(fs.readFileSync(path.join(DEMO, 'blobs/sha256', JSON.parse(fs.readFileSync(path.join(DEMO, 'index.json'), 'utf8')).manifests[0].digest.slice(7)), 'utf8'));
+  const config = JSON.parse(fs.readFileSync(path.join(DEMO, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+  manifest.layers.forEach((l: { digest: string }, i: number) => {
+    const target = path.join(layers, config.rootfs.diff_ids[i].slice(7));
+    if (!fs.existsSync(target)) sh(`gzip -dc '${DEMO}/blobs/sha256/${l.digest.slice(7)}' > '${target}.partial-bench' && mv '${target}.partial-bench' '${target}'`);
+  });
+
+  // The big image: one layer holding one 1.2 GB file.
+  const bigLayout = path.join(WORK, 'big-oci');
+  const bigClip = path.join(WORK, 'big.clip');
+  if (!fs.existsSync(bigClip)) {
+    log('building a one-layer image around the 1.2 GB layer (once)');
+    fs.rmSync(bigLayout, { recursive: true, force: true });
+    const blobs = path.join(bigLayout, 'blobs', 'sha256');
+    fs.mkdirSync(blobs, { recursive: true });
+    const digest = sha256Hex(BIG_BLOB);
+    try {
+      fs.linkSync(BIG_BLOB, path.join(blobs, digest));
+    } catch {
+      fs.copyFileSync(BIG_BLOB, path.join(blobs, digest));
+    }
+    const diffId = sh(`igzip -dc '${BIG_BLOB}' | sha256sum`).split(' ')[0];
+    const writeBlob = (text: string) => {
+      fs.writeFileSync(path.join(blobs, 'tmp'), text);
+      const hex = sha256Hex(path.join(blobs, 'tmp'));
+      fs.renameSync(path.join(blobs, 'tmp'), path.join(blobs, hex));
+      return { digest: `sha256:${hex}`, size: Buffer.byteLength(text) };
+    };
+    const cfg = writeBlob(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [`sha256:${diffId}`] } }));
+    const man = writeBlob(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${digest}`, size: fs.statSync(BIG_BLOB).size }],
+      }),
+    );
+    fs.writeFileSync(path.join(bigLayout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    fs.writeFileSync(
+      path.join(bigLayout, 'index.json'),
+      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...man, annotations: { 'org.opencontainers.image.ref.name': 'big' } }] }),
+    );
+    sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${bigLayout}:big' -o '${bigClip}'`);
+    sh(`igzip -dc '${BIG_BLOB}' > '${layers}/${diffId}.partial-bench' && mv '${layers}/${diffId}.partial-bench' '${layers}/${diffId}'`);
+  }
+  const bigConfig = JSON.parse(sh(`'${process.execPath}' -e "const {ClipArchive}=require('${ROOT}/dist/src'); const a=ClipArchive.open('${bigClip}'); console.log(JSON.stringify({diffId:a.layers()[0].diffId, names:a.readdir(1).map(e=>e.name)}))"`));
+  return {
+    demoClip,
+    rootfs,
+    squash,
+    cache,
+    bigClip,
+    bigLayerFile: path.join(layers, bigConfig.diffId.slice(7)),
+    bigFileName: bigConfig.names[0],
+  };
+}
+
+function main() {
+  const p = prepare();
+  const mp = path.join(WORK, 'mnt');
+  fs.mkdirSync(mp, { recursive: true });
+  if (spawnSync('mountpoint', ['-q', mp]).status === 0) sh(`fusermount3 -u -z '${mp}'`);
+  const entries = Number(sh(`find '${p.rootfs}' | wc -l`).trim());
+  const find = (dir: string) => timeSh(`find '${dir}' -printf '%m %s\\n' > /dev/null`);
+  const out: string[] = [`# Mount benchmark${quick ? ' (quick)' : ''}`, '', `${new Date().toISOString()}, ${os.availableParallelism()} CPUs, ${defaultThreads()} FUSE threads (the default), ${RUNS} runs each, median (min–max).`, ''];
+  const fmt = (v: number[]) => `${(median(v) * 1000).toFixed(1)} ms (${(Math.min(...v) * 1000).toFixed(1)}–${(Math.max(...v) * 1000).toFixed(1)})`;
+
+  // 1. stat of every entry
+  log('walk: clip-native');
+  const clipCold: number[] = [];
+  const clipWarm: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const pid = clipMount(p.demoClip, mp, p.cache);
+    try {
+      clipCold.push(find(mp));
+      clipWarm.push(find(mp));
+    } finally {
+      clipUmount(mp, pid);
+    }
+  }
+  log('walk: squashfuse_ll');
+  const sqCold: number[] = [];
+  const sqWarm: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    sh(`squashfuse_ll '${p.squash}' '${mp}'`);
+    try {
+      sqCold.push(find(mp));
+      sqWarm.push(find(mp));
+    } finally {
+      sh(`fusermount3 -u '${mp}'`);
+    }
+  }
+  log('walk: native');
+  find(p.rootfs);
+  const native: number[] = [];
+  for (let i = 0; i < RUNS; i++) native.push(find(p.rootfs));
+  out.push(`## stat of every entry (${entries} entries of the demo Debian image)`, '');
+  out.push(
+    table(
+      ['tree', 'cold', 'warm', 'warm vs native', 'vs squashfuse_ll (cold / warm)'],
+      [
+        ['clip-native (FUSE)', fmt(clipCold), fmt(clipWarm), `${(median(clipWarm) / median(native)).toFixed(2)}x`, `${(median(clipCold) / median(sqCold)).toFixed(2)}x / ${(median(clipWarm) / median(sqWarm)).toFixed(2)}x`],
+        ['squashfuse_ll (FUSE)', fmt(sqCold), fmt(sqWarm), `${(median(sqWarm) / median(native)).toFixed(2)}x`, '1x / 1x'],
+        ['native filesystem', '(page cache; not dropped)', fmt(native), '1x', ''],
+      ],
+    ),
+    '',
+    'Cold = the first walk of a fresh mount (empty kernel dentry/attribute caches); goal: clip warm <= 1.5x native, below 1x of squashfuse_ll.',
+    '',
+  );
+
+  // 2. sequential read
+  log('sequential read');
+  const bigSize = fs.statSync(p.bigLayerFile).size;
+  sh(`cat '${p.bigLayerFile}' > /dev/null`);
+  const seqClip: number[] = [];
+  const seqPlain: number[] = [];
+  let bigRss = { rss: 0, anon: 0, file: 0 };
+  for (let i = 0; i < RUNS; i++) {
+    const pid = clipMount(p.bigClip, mp, p.cache);
+    try {
+      seqClip.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
+      if (i === 0) bigRss = rss(pid);
+    } finally {
+      clipUmount(mp, pid);
+    }
+    seqPlain.push(timeSh(`cat '${p.bigLayerFile}' > /dev/null`));
+  }
+  const fileSize = bigSize - 2048; // near enough: the tar stream is the file plus headers
+  const mbps = (s: number[]) => `${(fileSize / median(s) / 1e6).toFixed(0)} MB/s`;
+  out.push(`## sequential read of a ${(fileSize / 1e9).toFixed(2)} GB file from a cached layer`, '');
+  out.push(
+    table(
+      ['reader', 'time', 'throughput', 'vs plain file'],
+      [
+        ['clip-native mount (fresh mount each run: spliced from the layer file)', fmt(seqClip), mbps(seqClip), `${(median(seqPlain) / median(seqClip)).toFixed(2)}x`],
+        ['cat of the plain layer file (page cache)', fmt(seqPlain), mbps(seqPlain), '1x'],
+      ],
+    ),
+    '',
+    'Goal: >= 0.8x of the plain file.',
+    '',
+  );
+
+  // 3. random 4 KiB reads
+  log('random reads');
+  const rows: string[][] = [];
+  const pid = clipMount(p.bigClip, mp, p.cache);
+  try {
+    for (const readers of [1, 2, 8, 32]) {
+      const ops = Math.max(200, Math.floor((OPS * 4) / Math.max(1, readers / 2)));
+      const run = (file: string) => JSON.parse(sh(`python3 '${RANDOM_PY}' '${file}' ${readers} ${ops} ${readers}`)) as { ops: number; wall: number; p50: number; p99: number };
+      const c = run(`${mp}/${p.bigFileName}`);
+      const f = run(p.bigLayerFile);
+      rows.push([
+        String(readers),
+        `${(c.ops / c.wall).toFixed(0)} ops/s (${((c.ops * 4096) / c.wall / 1e6).toFixed(0)} MB/s)`,
+        `${c.p50.toFixed(0)} / ${c.p99.toFixed(0)} µs`,
+        `${(f.ops / f.wall).toFixed(0)} ops/s`,
+        `${f.p50.toFixed(0)} / ${f.p99.toFixed(0)} µs`,
+      ]);
+    }
+  } finally {
+    clipUmount(mp, pid);
+  }
+  out.push('## random 4 KiB reads of the 1.2 GB file (cached layer, POSIX_FADV_RANDOM, one process per reader)', '');
+  out.push(table(['readers', 'clip-native mount', 'p50 / p99', 'plain file (page cache)', 'p50 / p99'], rows), '');
+  out.push('Each mount read of a new page is one FUSE request answered by splice from the layer file; the plain file is all in the page cache.', '');
+
+  // 4. RSS
+  log('memory');
+  const rssRows: string[][] = [];
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  for (const [label, cacheDir] of [
+    ['demo image, warm cache', p.cache],
+    ['demo image, cold (misses through TypeScript)', undefined],
+  ] as const) {
+    const mpid = clipMount(p.demoClip, mp, cacheDir);
+    try {
+      sh(`find '${mp}' -printf '%m %s\\n' > /dev/null; find '${mp}' -type f -exec cat {} + > /dev/null`);
+      const r = rss(mpid);
+      rssRows.push([label, mib(r.rss), mib(r.anon), mib(r.file)]);
+    } finally {
+      clipUmount(mp, mpid);
+    }
+  }
+  rssRows.push(['1.2 GB file read sequentially, warm cache', mib(bigRss.rss), mib(bigRss.anon), mib(bigRss.file)]);
+  const archiveSize = fs.statSync(p.demoClip).size;
+  out.push('## RSS of the mount process (node + addon) after a full walk and read', '');
+  out.push(table(['workload', 'VmRSS', 'anonymous', 'file-backed (node binary, addon, mapped archive)'], rssRows), '');
+  out.push(`The demo archive is ${mib(archiveSize)}; goal <= 64 MiB besides it.`, '');
+
+  const text = out.join('\n');
+  fs.mkdirSync(path.join(ROOT, 'bench/out'), { recursive: true });
+  fs.writeFileSync(path.join(ROOT, 'bench/out/mount.md'), `${text}\n`);
+  process.stdout.write(`${text}\n`);
+}
+
+main();

@@ -1,0 +1,249 @@
+/**
+ * mount(): serve a `.clip` archive's merged tree read-only over FUSE.
+ *
+ * The session runs on native threads (native/fuse): metadata and reads of
+ * layers the host's disk cache holds never reach JavaScript. A read of a
+ * layer that is not cached comes here as a miss (layer, offset, length);
+ * `readMiss` fetches the bytes (the storage tiers in production, a layout
+ * directory in tests), identical misses in flight share one fetch, and the
+ * answer goes back to the kernel. A miss not answered within `deadlineMs`
+ * fails with EIO natively, so a dead source never hangs a reader.
+ *
+ * Several mounts may live in one process; each keeps the process alive
+ * until unmount() (or until it is unmounted from outside: 'ended').
+ */
+import { EventEmitter } from 'node:events';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ClipError, isClipError } from '../errors';
+import { ClipArchive, ArchiveLayer } from '../archive/reader';
+import { native } from '../native';
+import { log } from '../log';
+import { SingleFlight } from './singleflight';
+import { prepareMountpoint } from './stale';
+
+/** A layer of the mounted image, as a miss handler sees it. */
+export interface MountLayer extends ArchiveLayer {
+  /** Position in the image, bottom = 0. */
+  index: number;
+}
+
+/** Fetches `length` bytes at `offset` of `layer`'s uncompressed tar stream. */
+export type ReadMiss = (layer: MountLayer, offset: number, length: number) => Promise<Buffer>;
+
+export interface MountOptions {
+  /** The `.clip` archive to serve. */
+  archive: string;
+  /** An existing directory; a dead FUSE mount left there is cleaned first. */
+  mountpoint: string;
+  /** Most FUSE worker threads (default: the CPU count, 2 to 8). */
+  threads?: number;
+  /** The host-wide disk cache: layers at <cacheDir>/layers/sha256/<diff_id hex> are read in place. */
+  cacheDir?: string;
+  /** Fetches bytes the disk cache does not have. Without one, such reads fail with EIO. */
+  readMiss?: ReadMiss;
+  /** Milliseconds a miss may take before the read fails with EIO (default 30000). */
+  deadlineMs?: number;
+  /** Let other users see the mount (default true; only as root). */
+  allowOther?: boolean;
+  /** One /dev/fuse fd per worker thread (default true). */
+  cloneFd?: boolean;
+  /** KiB the kernel reads ahead per file (default 4096; 0 keeps the kernel's 128). */
+  readAheadKb?: number;
+  /** libfuse's request trace on stderr. */
+  debug?: boolean;
+}
+
+export interface MountStats {
+  lookups: number;
+  negativeLookups: number;
+  getattrs: number;
+  readdirs: number;
+  opens: number;
+  reads: number;
+  readBytes: number;
+  cachedReads: number;
+  cachedBytes: number;
+  misses: number;
+  missBytes: number;
+  missCompleted: number;
+  missFailed: number;
+  missTimeouts: number;
+  lateAnswers: number;
+  pending: number;
+  layersOpen: number;
+  errors: number;
+  erofs: number;
+  running: boolean;
+  /** readMiss calls made (after coalescing). */
+  fetches: number;
+  /** Misses that joined a fetch already in flight. */
+  coalesced: number;
+}
+
+interface RawMountSession {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  complete(id: number, data: Buffer): boolean;
+  fail(id: number, errno: number): boolean;
+  stats(): Omit<MountStats, 'fetches' | 'coalesced'>;
+}
+
+type RawMountSessionClass = new (
+  options: Record<string, unknown>,
+  onMiss: (id: number, layer: number, offset: number, length: number) => void,
+  onEnded: () => void,
+) => RawMountSession;
+
+const KNOWN = new Set(['archive', 'mountpoint', 'threads', 'cacheDir', 'readMiss', 'deadlineMs', 'allowOther', 'cloneFd', 'readAheadKb', 'debug']);
+
+function checkMountOptions(options: MountOptions): void {
+  if (options === null || typeof options !== 'object') throw new ClipError('EINVAL', 'mount: options must be an object');
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new ClipError('EINVAL', `mount: unknown option "${key}" (known: ${[...KNOWN].join(', ')})`);
+  }
+  for (const key of ['archive', 'mountpoint'] as const) {
+    if (typeof options[key] !== 'string' || options[key].length === 0) throw new ClipError('EINVAL', `mount: option "${key}" must be a non-empty string`);
+  }
+  if (options.cacheDir !== undefined && typeof options.cacheDir !== 'string') throw new ClipError('EINVAL', 'mount: option "cacheDir" must be a string');
+  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
+    throw new ClipError('EINVAL', 'mount: option "threads" must be an integer from 1 to 256');
+  }
+  if (options.deadlineMs !== undefined && (!Number.isInteger(options.deadlineMs) || options.deadlineMs < 1)) {
+    throw new ClipError('EINVAL', 'mount: option "deadlineMs" must be a positive integer');
+  }
+  if (options.readAheadKb !== undefined && (!Number.isInteger(options.readAheadKb) || options.readAheadKb < 0)) {
+    throw new ClipError('EINVAL', 'mount: option "readAheadKb" must be a non-negative integer');
+  }
+  if (options.readMiss !== undefined && typeof options.readMiss !== 'function') throw new ClipError('EINVAL', 'mount: option "readMiss" must be a function');
+}
+
+/** The errno a failed fetch is reported to the reader with. */
+function errnoOf(e: unknown): number {
+  const code = isClipError(e) ? e.code : (e as NodeJS.ErrnoException | undefined)?.code;
+  const table = os.constants.errno as Record<string, number>;
+  if (code === 'ENOMEM') return table.ENOMEM;
+  if (code === 'ENOENT') return table.EIO; // the file exists; its bytes could not be found
+  return table.EIO;
+}
+
+/**
+ * Worker threads by default: one per CPU, at least 2 and at most 8. Misses
+ * never hold a thread (they are answered asynchronously), so threads only
+ * serve metadata and spliced reads, which take microseconds each; more
+ * threads than CPUs only add wake-ups.
+ */
+export function defaultThreads(): number {
+  return Math.min(8, Math.max(2, os.availableParallelism()));
+}
+
+// Mounted sessions stay reachable (a collected session would unmount).
+const live = new Set<Mount>();
+
+export class Mount extends EventEmitter {
+  /** Absolute path of the mountpoint. */
+  readonly mountpoint: string;
+  readonly archivePath: string;
+  private readonly flight = new SingleFlight<Buffer>();
+  private stopping: Promise<void> | null = null;
+
+  /** @internal use mount() */
+  constructor(
+    private readonly raw: RawMountSession,
+    mountpoint: string,
+    archivePath: string,
+  ) {
+    super();
+    this.mountpoint = mountpoint;
+    this.archivePath = archivePath;
+  }
+
+  /** Counters of the session (native) and of the miss path. */
+  stats(): MountStats {
+    return { ...this.raw.stats(), fetches: this.flight.calls, coalesced: this.flight.shared };
+  }
+
+  /**
+   * Unmounts (lazily: open files do not block it; they get errors after)
+   * and stops the session. Idempotent.
+   */
+  unmount(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = this.raw.stop().finally(() => live.delete(this));
+    }
+    return this.stopping;
+  }
+
+  /** @internal */
+  handleMiss(readMiss: ReadMiss | undefined, layers: MountLayer[], id: number, layer: number, offset: number, length: number): void {
+    const info = layers[layer];
+    if (!readMiss || !info) {
+      this.raw.fail(id, os.constants.errno.EIO);
+      return;
+    }
+    this.flight
+      .run(`${layer}:${offset}:${length}`, () => readMiss(info, offset, length))
+      .then(
+        (data) => {
+          if (!Buffer.isBuffer(data) || data.length !== length) {
+            log.warn({ layer: info.digest, offset, length, got: Buffer.isBuffer(data) ? data.length : typeof data }, 'readMiss returned the wrong number of bytes');
+            this.raw.fail(id, os.constants.errno.EIO);
+          } else {
+            this.raw.complete(id, data);
+          }
+        },
+        (e: unknown) => {
+          log.warn({ err: e, layer: info.digest, offset, length }, 'read miss failed');
+          this.raw.fail(id, errnoOf(e));
+        },
+      );
+  }
+
+  /** @internal The mount went away from outside: release the session, then tell listeners. */
+  handleEnded(): void {
+    void this.unmount().finally(() => this.emit('ended'));
+  }
+}
+
+/**
+ * Mounts `options.archive` on `options.mountpoint` and resolves once the
+ * mount is ready. Errors: EINVAL (options), ENOENT (archive or mountpoint
+ * missing), ECORRUPT/EUNSUPPORTED (archive), EBUSY (a live mount is on the
+ * mountpoint), EIO (the kernel refused the mount).
+ */
+export async function mount(options: MountOptions): Promise<Mount> {
+  checkMountOptions(options);
+  const mountpoint = path.resolve(options.mountpoint);
+  const archivePath = path.resolve(options.archive);
+  const archive = ClipArchive.open(archivePath);
+  const layers: MountLayer[] = archive.layers().map((l, index) => ({ ...l, index }));
+  if (prepareMountpoint(mountpoint)) log.info({ mountpoint }, 'cleaned a dead mount left on the mountpoint');
+
+  const Raw = (native as unknown as { MountSession: RawMountSessionClass }).MountSession;
+  let m: Mount | null = null;
+  const raw = new Raw(
+    {
+      archive: archivePath,
+      mountpoint,
+      threads: options.threads ?? defaultThreads(),
+      cacheDir: options.cacheDir ? path.resolve(options.cacheDir) : '',
+      deadlineMs: options.deadlineMs ?? 30000,
+      allowOther: options.allowOther ?? true,
+      cloneFd: options.cloneFd ?? true,
+      readAheadKb: options.readAheadKb ?? 4096,
+      debug: options.debug ?? false,
+    },
+    (id, layer, offset, length) => m!.handleMiss(options.readMiss, layers, id, layer, offset, length),
+    () => m?.handleEnded(),
+  );
+  m = new Mount(raw, mountpoint, archivePath);
+  try {
+    await raw.start();
+  } catch (e) {
+    await raw.stop().catch(() => undefined);
+    throw e;
+  }
+  live.add(m);
+  log.debug({ mountpoint, archive: archivePath }, 'mounted');
+  return m;
+}

@@ -1,0 +1,243 @@
+/**
+ * Shared pieces of the mount tests: the images (the demo Debian image and a
+ * small image with every node type, built with umoci), their archives, the
+ * `umoci unpack` oracle, a warm disk cache (each layer's tar stream at
+ * <cacheDir>/layers/sha256/<diff_id hex>), and a tree walker that describes
+ * a directory entry by entry (python3, run asynchronously: a mount's misses
+ * are answered on this process's JS thread, which must stay free).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ClipArchive } from '../src/archive/reader';
+import { indexImage } from '../src/index/build';
+import { log } from '../src/log';
+import { Mount, mount, MountOptions } from '../src/mount/mount';
+import { layoutReadMiss } from '../src/mount/layout-source';
+import { sh } from './fixtures';
+import { demoLayout, scratchDir } from './registry-harness';
+
+log.level = 'error';
+
+export interface PathRecord {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  mtimeNs: string;
+  ino: number;
+  size?: number;
+  sha256?: string;
+  target?: string;
+  rdev?: [number, number];
+  xattrs: Record<string, string>;
+}
+
+const WALK_PY = String.raw`
+import hashlib, json, os, stat, sys
+root = sys.argv[1]
+hash_files = sys.argv[2] == '1'
+out = {}
+def record(p, rel):
+    st = os.lstat(p)
+    m = st.st_mode
+    kind = {stat.S_IFREG: 'file', stat.S_IFDIR: 'dir', stat.S_IFLNK: 'symlink', stat.S_IFCHR: 'char',
+            stat.S_IFBLK: 'block', stat.S_IFIFO: 'fifo'}[stat.S_IFMT(m)]
+    r = {'type': kind, 'mode': m & 0o7777, 'uid': st.st_uid, 'gid': st.st_gid, 'nlink': st.st_nlink,
+         'mtimeNs': str(st.st_mtime_ns), 'ino': st.st_ino, 'xattrs': {}}
+    if kind == 'file':
+        r['size'] = st.st_size
+        if hash_files:
+            h = hashlib.sha256()
+            with open(p, 'rb') as f:
+                for chunk in iter(lambda: f.read(1 << 20), b''):
+                    h.update(chunk)
+            r['sha256'] = h.hexdigest()
+    if kind == 'symlink':
+        r['target'] = os.readlink(p)
+        r['size'] = st.st_size
+    if kind in ('char', 'block'):
+        r['rdev'] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
+    if kind != 'symlink':
+        for name in sorted(os.listxattr(p, follow_symlinks=False)):
+            r['xattrs'][name] = os.getxattr(p, name, follow_symlinks=False).hex()
+    out[rel] = r
+record(root, '')
+for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames + filenames:
+        p = os.path.join(dirpath, name)
+        record(p, os.path.relpath(p, root))
+json.dump(out, sys.stdout)
+`;
+
+/** Runs a shell command without blocking the JS thread. */
+export function shAsync(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('/bin/sh', ['-c', command], { maxBuffer: 1 << 28, timeout: options.timeoutMs ?? 120000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${command}: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Every entry under `root` (root itself is ''), asynchronously. */
+export function walkTree(root: string, hashFiles = true): Promise<Record<string, PathRecord>> {
+  return new Promise((resolve, reject) => {
+    execFile('python3', ['-c', WALK_PY, root, hashFiles ? '1' : '0'], { maxBuffer: 1 << 30, timeout: 300000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`walking ${root}: ${err.message}\n${stderr}`));
+      else resolve(JSON.parse(stdout) as Record<string, PathRecord>);
+    });
+  });
+}
+
+/** Paths that share an inode (hardlink groups), as sorted lists. */
+function hardlinkGroups(tree: Record<string, PathRecord>): string[][] {
+  const byIno = new Map<number, string[]>();
+  for (const [p, r] of Object.entries(tree)) {
+    if (r.type === 'dir') continue;
+    const list = byIno.get(r.ino) ?? [];
+    list.push(p);
+    byIno.set(r.ino, list);
+  }
+  return [...byIno.values()].filter((g) => g.length > 1).map((g) => g.sort()).sort((a, b) => a[0].localeCompare(b[0]));
+}
+
+/**
+ * Asserts that the mounted tree equals the oracle entry by entry: type,
+ * mode, uid, gid, size, mtime (ns), rdev, symlink target, xattrs, content
+ * sha256 and link count of non-directories, and the hardlink groups (by
+ * st_ino). Directory sizes and link counts are the host filesystem's
+ * business and are not compared; the root's mtime is not either (umoci
+ * unpack sets it when it creates the bundle).
+ */
+export function assertSameTree(mounted: Record<string, PathRecord>, oracle: Record<string, PathRecord>): void {
+  const mPaths = Object.keys(mounted).sort();
+  const oPaths = Object.keys(oracle).sort();
+  const missing = oPaths.filter((p) => !(p in mounted));
+  const extra = mPaths.filter((p) => !(p in oracle));
+  assert.deepEqual({ missing: missing.slice(0, 20), extra: extra.slice(0, 20) }, { missing: [], extra: [] }, 'the same paths');
+  let diffs: string[] = [];
+  for (const p of oPaths) {
+    const o = { ...oracle[p] } as Partial<PathRecord>;
+    const m = { ...mounted[p] } as Partial<PathRecord>;
+    for (const r of [o, m]) {
+      delete r.ino;
+      if (r.type === 'dir') {
+        delete r.nlink;
+        delete r.size;
+      }
+      if (p === '') delete r.mtimeNs;
+    }
+    try {
+      assert.deepEqual(m, o);
+    } catch {
+      diffs.push(`${p || '/'}: mounted ${JSON.stringify(m)} vs unpacked ${JSON.stringify(o)}`);
+    }
+  }
+  diffs = diffs.slice(0, 10);
+  assert.deepEqual(diffs, [], 'every entry equal');
+  assert.deepEqual(hardlinkGroups(mounted), hardlinkGroups(oracle), 'the same hardlink groups');
+}
+
+/** `umoci unpack` of `layout:tag` into a fresh directory; returns its rootfs. */
+export function unpack(layout: string, tag: string, into: string): string {
+  sh(`umoci unpack --rootless=false --image '${layout}:${tag}' '${into}' >/dev/null`);
+  return path.join(into, 'rootfs');
+}
+
+/** Indexes `layout:tag` into `output`. */
+export async function indexInto(layout: string, tag: string, output: string): Promise<string> {
+  await indexImage(`oci:${layout}:${tag}`, { output });
+  return output;
+}
+
+/** Writes every layer's decompressed tar stream where the disk cache keeps it. */
+export function warmCache(archiveFile: string, layout: string, cacheDir: string): void {
+  const archive = ClipArchive.open(archiveFile);
+  const dir = path.join(cacheDir, 'layers', 'sha256');
+  fs.mkdirSync(dir, { recursive: true });
+  for (const layer of archive.layers()) {
+    const hex = layer.diffId.replace(/^sha256:/, '');
+    const blob = path.join(layout, 'blobs', 'sha256', layer.digest.replace(/^sha256:/, ''));
+    const target = path.join(dir, hex);
+    if (fs.existsSync(target)) continue;
+    if (layer.format === 'gzip') sh(`gzip -dc '${blob}' > '${target}.partial-test' && mv '${target}.partial-test' '${target}'`);
+    else fs.copyFileSync(blob, target);
+  }
+}
+
+/** A small image with every kind of node, two layers (the second with whiteouts), tag "t". */
+export function buildFeatureImage(work: string): string {
+  const layout = path.join(work, 'layout');
+  const bundle = path.join(work, 'bundle');
+  const r = path.join(bundle, 'rootfs');
+  sh(`umoci init --layout '${layout}' && umoci new --image '${layout}:t'`);
+  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
+  const files: Array<[string, string | Buffer]> = [
+    ['etc/hostname', 'feature\n'],
+    ['etc/empty', ''],
+    ['d/a', 'shared content\n'],
+    ['gone/deep/f', 'to be deleted\n'],
+    ['opq/a', 'hidden\n'],
+    ['suid', '#!/bin/sh\n'],
+    ['sgid', '#!/bin/sh\n'],
+    ['owned', 'uid 1234 gid 5678\n'],
+    ['ünïcødé/日本語.txt', 'non-ASCII\n'],
+    [`long/${'x'.repeat(200)}/${'z'.repeat(255)}`, 'long path\n'],
+    ['big.bin', Buffer.alloc(5 << 20, 'clip-native big file ')],
+  ];
+  for (const [name, content] of files) {
+    fs.mkdirSync(path.dirname(path.join(r, name)), { recursive: true });
+    fs.writeFileSync(path.join(r, name), content);
+  }
+  sh(
+    [
+      `cd '${r}'`,
+      'ln d/a d/hard && ln d/a d/hard2',
+      'mkfifo fifo && mknod cdev c 1 3 && mknod bdev b 8 1',
+      'chmod 4755 suid && chmod 2755 sgid && chmod 600 owned && chown 1234:5678 owned',
+      'mkdir sticky && chmod 1777 sticky',
+      'ln -s d/a sym-rel && ln -s /etc/hostname sym-abs && ln -s /nope sym-dangling',
+      `python3 -c "import os; os.setxattr('d/a', 'user.note', b'hello'); os.setxattr('suid', 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000'))"`,
+    ].join(' && '),
+  );
+  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
+  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
+  sh(`cd '${r}' && rm -rf gone opq/a && printf 'changed\\n' > etc/hostname && mkdir -p new && printf 'new\\n' > new/file`);
+  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
+  return layout;
+}
+
+/** The demo image's archive, built once per process into `work`. */
+let demoArchivePromise: Promise<string> | null = null;
+export function demoArchive(): Promise<string> {
+  if (!demoArchivePromise) {
+    const work = scratchDir('clip-mount-demo-');
+    demoArchivePromise = indexInto(demoLayout(), 'bookworm', path.join(work, 'demo.clip'));
+  }
+  return demoArchivePromise;
+}
+
+/** A fresh empty directory to mount on. */
+export function mountpoint(prefix = 'clip-mnt-'): string {
+  return scratchDir(prefix);
+}
+
+/** Mounts, runs `body`, and always unmounts. */
+export async function withMount<T>(options: MountOptions, body: (m: Mount) => Promise<T>): Promise<T> {
+  const m = await mount(options);
+  try {
+    return await body(m);
+  } finally {
+    await m.unmount();
+  }
+}
+
+/** A readMiss over the layout the archive was indexed from. */
+export function layoutMiss(archiveFile: string) {
+  return layoutReadMiss(ClipArchive.open(archiveFile));
+}
+
+export { demoLayout, scratchDir };
