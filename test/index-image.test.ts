@@ -1,15 +1,9 @@
 /**
- * indexImage end to end, with umoci as the oracle. A multi-layer image is
- * built with real tools: two layers by `umoci repack` (hardlinks, a fifo,
- * char and block devices, setuid/setgid/sticky modes, symlinks, long and
- * non-ASCII names, xattrs including security.capability, an empty file,
- * then deletions of files and directories, file↔directory replacements and
- * the removal of a hardlink group's first name), an empty layer, and a
- * layer written with Python's tarfile for what umoci never writes (an opaque
- * whiteout placed after the entries it keeps, a hardlink to a lower layer's
- * file, nanosecond mtimes, whiteouts of missing paths). The archive made
- * from the layout, and again through a real registry, must match `umoci
- * unpack` of the same image entry by entry: type, mode, owner, size, mtime,
+ * indexImage end to end, with umoci as the oracle. The rich image of
+ * test/images.ts (every kind of node, whiteouts, an opaque directory, a
+ * crafted layer with what umoci never writes), indexed from the layout and
+ * again through a real registry, must match `umoci unpack` of the same image
+ * entry by entry: type, mode, owner, size, mtime,
  * rdev, symlink target, xattrs, hardlink groups, and every file's sha256
  * read through LayerReader at the node's (layer, offset, size). The demo
  * Debian image is checked the same way. Then bad input: blobs that do not
@@ -23,95 +17,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { ClipError, EXIT_CODES } from '../src/errors';
+import { EXIT_CODES } from '../src/errors';
 import { LayerReader } from '../src/engine/layer';
 import { ClipArchive } from '../src/archive/reader';
 import { indexImage, IndexImageResult } from '../src/index/build';
 import { log } from '../src/log';
-import { sh } from './fixtures';
-import { buildTinyImage, demoLayout, scratchDir, startRegistry, RegistryHandle, writeBlob } from './registry-harness';
+import { rejectsWith, sh } from './fixtures';
+import { appendLayer, buildRichImage, Json, layerBlobPath, PathRecord, python, readJsonBlob, rewriteImage, walkTree } from './images';
+import { buildTinyImage, demoLayout, scratchDir, startRegistry, RegistryHandle } from './registry-harness';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
-const REF_NAME = 'org.opencontainers.image.ref.name';
-
-/** One path of a root filesystem, as both sides describe it. */
-interface PathRecord {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  size?: number;
-  sha256?: string;
-  target?: string;
-  major?: number;
-  minor?: number;
-  xattrs: Record<string, string>;
-  /** Identity for hardlink groups (st_ino / archive ino); not compared directly. */
-  id: number;
-}
-
-// Walks an unpacked rootfs with lstat; prints {path: record} as JSON.
-const DUMP_PY = String.raw`
-import hashlib, json, os, stat, sys
-root = sys.argv[1]
-out = {}
-def record(p, rel):
-    st = os.lstat(p)
-    m = st.st_mode
-    kind = {stat.S_IFREG: 'file', stat.S_IFDIR: 'dir', stat.S_IFLNK: 'symlink', stat.S_IFCHR: 'char',
-            stat.S_IFBLK: 'block', stat.S_IFIFO: 'fifo'}[stat.S_IFMT(m)]
-    r = {'type': kind, 'mode': m & 0o7777, 'uid': st.st_uid, 'gid': st.st_gid, 'nlink': st.st_nlink,
-         'mtimeSec': st.st_mtime_ns // 10**9, 'mtimeNsec': st.st_mtime_ns % 10**9, 'id': st.st_ino, 'xattrs': {}}
-    if kind == 'file':
-        h = hashlib.sha256()
-        with open(p, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                h.update(chunk)
-        r['size'] = st.st_size
-        r['sha256'] = h.hexdigest()
-    if kind == 'symlink':
-        r['target'] = os.readlink(p)
-    if kind in ('char', 'block'):
-        r['major'] = os.major(st.st_rdev)
-        r['minor'] = os.minor(st.st_rdev)
-    if kind != 'symlink':
-        for name in os.listxattr(p, follow_symlinks=False):
-            r['xattrs'][name] = os.getxattr(p, name, follow_symlinks=False).hex()
-    out[rel] = r
-record(root, '')
-for dirpath, dirnames, filenames in os.walk(root):
-    for name in dirnames + filenames:
-        p = os.path.join(dirpath, name)
-        record(p, os.path.relpath(p, root))
-json.dump(out, sys.stdout)
-`;
-
-// The hand-written layer: what umoci never writes. argv: output tar path.
-const CRAFT_PY = String.raw`
-import io, sys, tarfile
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
-    def add(name, kind=tarfile.REGTYPE, data=b'', mode=0o644, linkname='', pax=None, mtime=1700000000):
-        ti = tarfile.TarInfo(name)
-        ti.type = kind; ti.mode = mode; ti.mtime = mtime; ti.uid = 0; ti.gid = 0; ti.linkname = linkname
-        if pax: ti.pax_headers = pax
-        ti.size = len(data) if kind == tarfile.REGTYPE else 0
-        t.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-    add('opq', tarfile.DIRTYPE, mode=0o750)
-    add('opq/new-in-layer', data=b'only this layer\n')
-    add('opq/.wh..wh..opq')  # after the entry it keeps: order must not matter
-    add('ns-file', data=b'nanoseconds\n', pax={'mtime': '1700000000.123456789'})
-    add('old-file', data=b'before 1970\n', mtime=-86400)
-    add('crafted-xattr', data=b'x', pax={'SCHILY.xattr.user.crafted': 'value'})
-    add('hl-to-lower', tarfile.LNKTYPE, linkname='keep/file')
-    add('.wh.does-not-exist')
-    add('missing-dir/.wh.x')
-    add('./sticky/.wh.nothing-here')
-sys.stdout.buffer.write(buf.getvalue())
-`;
 
 const EVIL_PY = String.raw`
 import io, sys, tarfile
@@ -122,131 +37,14 @@ with tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT) as t:
 sys.stdout.buffer.write(buf.getvalue())
 `;
 
-const EMPTY_PY = String.raw`
-import io, sys, tarfile
-buf = io.BytesIO()
-tarfile.open(fileobj=buf, mode='w').close()
-sys.stdout.buffer.write(buf.getvalue())
-`;
-
 // Per-layer progress lines would drown the test output.
 log.level = 'warn';
 
-function python(script: string, ...args: string[]): Buffer {
-  const r = spawnSync('python3', ['-c', script, ...args], { maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr.toString()}`);
-  return r.stdout;
-}
-
-interface Json {
-  [key: string]: unknown;
-}
-
-function readJsonBlob(layout: string, digest: string): Json {
-  return JSON.parse(fs.readFileSync(path.join(layout, 'blobs', 'sha256', digest.slice(7)), 'utf8')) as Json;
-}
-
-/** Rewrites the image `tag` of `layout`: mutate(manifest, config) may change both; new blobs are written. */
-function rewriteImage(layout: string, tag: string, mutate: (manifest: Json, config: Json) => void): void {
-  const indexFile = path.join(layout, 'index.json');
-  const index = JSON.parse(fs.readFileSync(indexFile, 'utf8')) as { manifests: Array<Json & { annotations?: Record<string, string> }> };
-  const entry = index.manifests.find((m) => m.annotations?.[REF_NAME] === tag)!;
-  const manifest = readJsonBlob(layout, entry.digest as string);
-  const configDesc = manifest.config as Json;
-  const config = readJsonBlob(layout, configDesc.digest as string);
-  mutate(manifest, config);
-  const newConfig = writeBlob(layout, JSON.stringify(config), configDesc.mediaType as string);
-  manifest.config = { ...configDesc, digest: newConfig.digest, size: newConfig.size };
-  const newManifest = writeBlob(layout, JSON.stringify(manifest), entry.mediaType as string);
-  entry.digest = newManifest.digest;
-  entry.size = newManifest.size;
-  fs.writeFileSync(indexFile, JSON.stringify(index));
-}
-
-/** Appends a layer (plain tar bytes, stored gzip'd) to image `tag`. */
-function appendLayer(layout: string, tag: string, tar: Buffer): void {
-  const blob = writeBlob(layout, zlib.gzipSync(tar), 'application/vnd.oci.image.layer.v1.tar+gzip');
-  const diffId = `sha256:${createHash('sha256').update(tar).digest('hex')}`;
-  rewriteImage(layout, tag, (manifest, config) => {
-    (manifest.layers as Json[]).push(blob);
-    ((config.rootfs as Json).diff_ids as string[]).push(diffId);
-    (config.history as Json[] | undefined)?.push({ created_by: 'clip-native test: crafted layer' });
-  });
-}
-
-function layerBlobPath(layout: string, digest: string): string {
-  return path.join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length));
-}
-
-/** Builds the oracle image in `layout` under tag "t" (see the file comment). */
-function buildOracleImage(work: string): string {
-  const layout = path.join(work, 'layout');
-  const bundle = path.join(work, 'bundle');
-  const r = path.join(bundle, 'rootfs');
-  sh(`umoci init --layout '${layout}' && umoci new --image '${layout}:t'`);
-  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
-  const files: Array<[string, string | Buffer]> = [
-    ['etc/hostname', 'oracle\n'],
-    ['etc/empty', ''],
-    ['d/a', 'shared content\n'],
-    ['gone/deep/f', 'to be deleted\n'],
-    ['gone/g', 'to be deleted\n'],
-    ['keep/file', 'kept\n'],
-    ['opq/a', 'hidden by the opaque layer\n'],
-    ['opq/sub/c', 'hidden too\n'],
-    ['replace-me/x', 'dir becomes a file\n'],
-    ['replace-me/y/z', 'deeper\n'],
-    ['becomes-dir', 'file becomes a dir\n'],
-    ['suid', '#!/bin/sh\n'],
-    ['sgid', '#!/bin/sh\n'],
-    ['owned', 'uid 1234 gid 5678\n'],
-    ['ünïcødé/日本語.txt', 'non-ASCII\n'],
-    ['names/\u{1F600}', 'emoji\n'],
-    ['names/\uFF21', 'fullwidth A\n'],
-    ['names/plain', 'plain\n'],
-    [`long/${'x'.repeat(100)}/${'y'.repeat(100)}/${'z'.repeat(255)}`, 'long path\n'],
-    ['big.bin', Buffer.concat(Array.from({ length: 48 }, (_, i) => createHash('sha512').update(`block ${i}`).digest()).map((b) => Buffer.concat(Array(1024).fill(b))))], // 3 MiB
-  ];
-  for (const [name, content] of files) {
-    fs.mkdirSync(path.dirname(path.join(r, name)), { recursive: true });
-    fs.writeFileSync(path.join(r, name), content);
-  }
-  sh(
-    [
-      `cd '${r}'`,
-      'ln d/a d/hard && ln d/a d/hard2',
-      'mkfifo fifo && mknod cdev c 1 3 && mknod bdev b 8 1',
-      'chmod 4755 suid && chmod 2755 sgid && chmod 600 owned && chown 1234:5678 owned',
-      'mkdir sticky && chmod 1777 sticky',
-      'ln -s d/a sym-rel && ln -s /etc/hostname sym-abs && ln -s /nope sym-dangling',
-      `python3 -c "import os; os.setxattr('d/a', 'user.note', b'hello'); os.setxattr('suid', 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000'))"`,
-    ].join(' && '),
-  );
-  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
-  // Layer 2: deletions and replacements, from a fresh unpack.
-  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
-  sh(
-    [
-      `cd '${r}'`,
-      'rm -rf gone d/a',
-      'printf "changed\\n" > etc/hostname',
-      'rm -rf replace-me && printf "now a file\\n" > replace-me',
-      'rm becomes-dir && mkdir becomes-dir && printf "inside\\n" > becomes-dir/inside',
-      'mkdir -p new && printf "new\\n" > new/file',
-    ].join(' && '),
-  );
-  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
-  // Layer 3: no change at all (an empty tar). Layer 4: the hand-written one.
-  appendLayer(layout, 't', python(EMPTY_PY));
-  appendLayer(layout, 't', python(CRAFT_PY));
-  return layout;
-}
-
-function unpackOracle(work: string, layout: string, tag: string): Record<string, PathRecord> {
+async function unpackOracle(work: string, layout: string, tag: string): Promise<Record<string, PathRecord>> {
   const bundle = path.join(work, `unpacked-${tag}`);
   sh(`umoci unpack --rootless=false --image '${layout}:${tag}' '${bundle}' >/dev/null`);
   try {
-    return JSON.parse(python(DUMP_PY, path.join(bundle, 'rootfs')).toString('utf8')) as Record<string, PathRecord>;
+    return await walkTree(path.join(bundle, 'rootfs'));
   } finally {
     fs.rmSync(bundle, { recursive: true, force: true });
   }
@@ -272,9 +70,8 @@ async function describeArchive(file: string, blobPath: (digest: string) => strin
         uid: stat.uid,
         gid: stat.gid,
         nlink: stat.nlink,
-        mtimeSec: stat.mtimeSec,
-        mtimeNsec: stat.mtimeNsec,
-        id: ino,
+        mtimeNs: (BigInt(stat.mtimeSec) * 1000000000n + BigInt(stat.mtimeNsec)).toString(),
+        ino,
         xattrs: Object.fromEntries(Object.entries(archive.xattrs(ino)).map(([k, v]) => [k, v.toString('hex')])),
       };
       if (stat.type === 'file') {
@@ -283,11 +80,11 @@ async function describeArchive(file: string, blobPath: (digest: string) => strin
         if (first) rec.sha256 = first.sha256;
         else files.push({ rec, layer: stat.layer!, offset: stat.dataOffset, size: stat.size });
       }
-      if (stat.type === 'symlink') rec.target = archive.readlink(ino);
-      if (stat.type === 'char' || stat.type === 'block') {
-        rec.major = stat.devmajor;
-        rec.minor = stat.devminor;
+      if (stat.type === 'symlink') {
+        rec.target = archive.readlink(ino);
+        rec.size = stat.size;
       }
+      if (stat.type === 'char' || stat.type === 'block') rec.rdev = [stat.devmajor, stat.devminor];
       if (!seen.has(ino)) seen.set(ino, rec);
       out[p] = rec;
     }
@@ -303,7 +100,7 @@ async function describeArchive(file: string, blobPath: (digest: string) => strin
       }
     }
     // Hashed files share their records with later names of the same node.
-    for (const rec of Object.values(out)) if (rec.type === 'file' && rec.sha256 === undefined) rec.sha256 = seen.get(rec.id)!.sha256;
+    for (const rec of Object.values(out)) if (rec.type === 'file' && rec.sha256 === undefined) rec.sha256 = seen.get(rec.ino)!.sha256;
     return out;
   } finally {
     archive.close();
@@ -341,7 +138,7 @@ function compareTrees(ours: Record<string, PathRecord>, oracle: Record<string, P
   for (const p of Object.keys(ours)) if (!(p in oracle)) problems.push(`not in the oracle: ${p}`);
   const groups = (tree: Record<string, PathRecord>) => {
     const byId = new Map<number, string[]>();
-    for (const [p, r] of Object.entries(tree)) if (r.type !== 'dir') byId.set(r.id, [...(byId.get(r.id) ?? []), p]);
+    for (const [p, r] of Object.entries(tree)) if (r.type !== 'dir') byId.set(r.ino, [...(byId.get(r.ino) ?? []), p]);
     const of = new Map<string, string>();
     for (const names of byId.values()) {
       const group = [...names].sort().join('|');
@@ -354,9 +151,11 @@ function compareTrees(ours: Record<string, PathRecord>, oracle: Record<string, P
   for (const [p, want] of Object.entries(oracle)) {
     const got = ours[p];
     if (!got) continue;
-    const fields: Array<keyof PathRecord> = ['type', 'mode', 'uid', 'gid', 'nlink', 'size', 'sha256', 'target', 'major', 'minor'];
-    if (!(options.skipRootTimes && p === '')) fields.push('mtimeSec', 'mtimeNsec');
-    for (const f of fields) if (got[f] !== want[f]) problems.push(`${p || '/'}: ${f} is ${String(got[f])}, umoci has ${String(want[f])}`);
+    const fields: Array<keyof PathRecord> = ['type', 'mode', 'uid', 'gid', 'nlink', 'size', 'sha256', 'target', 'rdev'];
+    if (!(options.skipRootTimes && p === '')) fields.push('mtimeNs');
+    for (const f of fields) {
+      if (JSON.stringify(got[f]) !== JSON.stringify(want[f])) problems.push(`${p || '/'}: ${f} is ${String(got[f])}, umoci has ${String(want[f])}`);
+    }
     if (JSON.stringify(got.xattrs) !== JSON.stringify(sortKeys(want.xattrs))) {
       problems.push(`${p}: xattrs ${JSON.stringify(got.xattrs)}, umoci has ${JSON.stringify(want.xattrs)}`);
     }
@@ -371,14 +170,6 @@ function sortKeys(o: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
 }
 
-async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp) {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof ClipError, `expected a ClipError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
-}
 
 describe('indexImage matches umoci unpack', () => {
   let work: string;
@@ -389,8 +180,8 @@ describe('indexImage matches umoci unpack', () => {
 
   before(async () => {
     work = scratchDir('clip-oracle-');
-    layout = buildOracleImage(work);
-    oracle = unpackOracle(work, layout, 't');
+    layout = buildRichImage(work);
+    oracle = await unpackOracle(work, layout, 't');
     fromLayout = await indexImage(`oci:${layout}:t`, { output: path.join(work, 'layout.clip') });
   });
   after(async () => {
@@ -404,9 +195,9 @@ describe('indexImage matches umoci unpack', () => {
     assert.equal(fromLayout.merge.opaques, 1);
     for (const p of ['fifo', 'cdev', 'bdev', 'sym-abs', 'ns-file', 'hl-to-lower', 'opq/new-in-layer', 'becomes-dir/inside']) assert.ok(oracle[p], p);
     for (const p of ['gone', 'd/a', 'opq/a', 'opq/sub', 'missing-dir', 'replace-me/x']) assert.equal(oracle[p], undefined, p);
-    assert.equal(oracle['ns-file'].mtimeNsec, 123456789);
+    assert.equal(BigInt(oracle['ns-file'].mtimeNs) % 1000000000n, 123456789n);
     assert.equal(oracle.suid.xattrs['security.capability'], '0100000200200000000000000000000000000000');
-    assert.equal(oracle['hl-to-lower'].id, oracle['keep/file'].id);
+    assert.equal(oracle['hl-to-lower'].ino, oracle['keep/file'].ino);
   });
 
   it('from an OCI layout: every entry and every file\'s bytes', async () => {
@@ -444,7 +235,7 @@ describe('indexImage on the demo Debian image', () => {
     const started = process.hrtime.bigint();
     const result = await indexImage(`oci:${layout}:bookworm`, { output: path.join(work, 'demo.clip') });
     const indexSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const oracle = unpackOracle(work, layout, 'bookworm');
+    const oracle = await unpackOracle(work, layout, 'bookworm');
     const ours = await describeArchive(result.output, (d) => layerBlobPath(layout, d), false);
     // umoci leaves the rootfs directory's own times to the bundle.
     assert.deepEqual(compareTrees(ours, oracle, { skipRootTimes: true }), []);

@@ -17,60 +17,9 @@ import { Mount, mount, MountOptions } from '../src/mount/mount';
 import { layoutReadMiss } from '../src/mount/layout-source';
 import { sh } from './fixtures';
 import { demoLayout, scratchDir } from './registry-harness';
+import { PathRecord, walkTree } from './images';
 
 log.level = 'error';
-
-export interface PathRecord {
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  mtimeNs: string;
-  ino: number;
-  size?: number;
-  sha256?: string;
-  target?: string;
-  rdev?: [number, number];
-  xattrs: Record<string, string>;
-}
-
-const WALK_PY = String.raw`
-import hashlib, json, os, stat, sys
-root = sys.argv[1]
-hash_files = sys.argv[2] == '1'
-out = {}
-def record(p, rel):
-    st = os.lstat(p)
-    m = st.st_mode
-    kind = {stat.S_IFREG: 'file', stat.S_IFDIR: 'dir', stat.S_IFLNK: 'symlink', stat.S_IFCHR: 'char',
-            stat.S_IFBLK: 'block', stat.S_IFIFO: 'fifo'}[stat.S_IFMT(m)]
-    r = {'type': kind, 'mode': m & 0o7777, 'uid': st.st_uid, 'gid': st.st_gid, 'nlink': st.st_nlink,
-         'mtimeNs': str(st.st_mtime_ns), 'ino': st.st_ino, 'xattrs': {}}
-    if kind == 'file':
-        r['size'] = st.st_size
-        if hash_files:
-            h = hashlib.sha256()
-            with open(p, 'rb') as f:
-                for chunk in iter(lambda: f.read(1 << 20), b''):
-                    h.update(chunk)
-            r['sha256'] = h.hexdigest()
-    if kind == 'symlink':
-        r['target'] = os.readlink(p)
-        r['size'] = st.st_size
-    if kind in ('char', 'block'):
-        r['rdev'] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
-    if kind != 'symlink':
-        for name in sorted(os.listxattr(p, follow_symlinks=False)):
-            r['xattrs'][name] = os.getxattr(p, name, follow_symlinks=False).hex()
-    out[rel] = r
-record(root, '')
-for dirpath, dirnames, filenames in os.walk(root):
-    for name in dirnames + filenames:
-        p = os.path.join(dirpath, name)
-        record(p, os.path.relpath(p, root))
-json.dump(out, sys.stdout)
-`;
 
 /** Runs a shell command without blocking the JS thread. */
 export function shAsync(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
@@ -78,16 +27,6 @@ export function shAsync(command: string, options: { timeoutMs?: number } = {}): 
     execFile('/bin/sh', ['-c', command], { maxBuffer: 1 << 28, timeout: options.timeoutMs ?? 120000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${command}: ${err.message}\n${stderr}`));
       else resolve(stdout);
-    });
-  });
-}
-
-/** Every entry under `root` (root itself is ''), asynchronously. */
-export function walkTree(root: string, hashFiles = true): Promise<Record<string, PathRecord>> {
-  return new Promise((resolve, reject) => {
-    execFile('python3', ['-c', WALK_PY, root, hashFiles ? '1' : '0'], { maxBuffer: 1 << 30, timeout: 300000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`walking ${root}: ${err.message}\n${stderr}`));
-      else resolve(JSON.parse(stdout) as Record<string, PathRecord>);
     });
   });
 }
@@ -168,48 +107,6 @@ export function warmCache(archiveFile: string, layout: string, cacheDir: string)
   }
 }
 
-/** A small image with every kind of node, two layers (the second with whiteouts), tag "t". */
-export function buildFeatureImage(work: string): string {
-  const layout = path.join(work, 'layout');
-  const bundle = path.join(work, 'bundle');
-  const r = path.join(bundle, 'rootfs');
-  sh(`umoci init --layout '${layout}' && umoci new --image '${layout}:t'`);
-  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
-  const files: Array<[string, string | Buffer]> = [
-    ['etc/hostname', 'feature\n'],
-    ['etc/empty', ''],
-    ['d/a', 'shared content\n'],
-    ['gone/deep/f', 'to be deleted\n'],
-    ['opq/a', 'hidden\n'],
-    ['suid', '#!/bin/sh\n'],
-    ['sgid', '#!/bin/sh\n'],
-    ['owned', 'uid 1234 gid 5678\n'],
-    ['ünïcødé/日本語.txt', 'non-ASCII\n'],
-    [`long/${'x'.repeat(200)}/${'z'.repeat(255)}`, 'long path\n'],
-    ['big.bin', Buffer.alloc(5 << 20, 'clip-native big file ')],
-  ];
-  for (const [name, content] of files) {
-    fs.mkdirSync(path.dirname(path.join(r, name)), { recursive: true });
-    fs.writeFileSync(path.join(r, name), content);
-  }
-  sh(
-    [
-      `cd '${r}'`,
-      'ln d/a d/hard && ln d/a d/hard2',
-      'mkfifo fifo && mknod cdev c 1 3 && mknod bdev b 8 1',
-      'chmod 4755 suid && chmod 2755 sgid && chmod 600 owned && chown 1234:5678 owned',
-      'mkdir sticky && chmod 1777 sticky',
-      'ln -s d/a sym-rel && ln -s /etc/hostname sym-abs && ln -s /nope sym-dangling',
-      `python3 -c "import os; os.setxattr('d/a', 'user.note', b'hello'); os.setxattr('suid', 'security.capability', bytes.fromhex('0100000200200000000000000000000000000000'))"`,
-    ].join(' && '),
-  );
-  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
-  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
-  sh(`cd '${r}' && rm -rf gone opq/a && printf 'changed\\n' > etc/hostname && mkdir -p new && printf 'new\\n' > new/file`);
-  sh(`umoci repack --image '${layout}:t' '${bundle}' && rm -rf '${bundle}'`);
-  return layout;
-}
-
 /** The demo image's archive, built once per process into `work`. */
 let demoArchivePromise: Promise<string> | null = null;
 export function demoArchive(): Promise<string> {
@@ -240,4 +137,5 @@ export function layoutMiss(archiveFile: string) {
   return layoutReadMiss(ClipArchive.open(archiveFile));
 }
 
-export { demoLayout, scratchDir };
+export { demoLayout, scratchDir, walkTree };
+export type { PathRecord };

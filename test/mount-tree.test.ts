@@ -16,7 +16,6 @@ import { before, describe, it } from 'node:test';
 import { ClipArchive } from '../src/archive/reader';
 import {
   assertSameTree,
-  buildFeatureImage,
   demoArchive,
   demoLayout,
   indexInto,
@@ -30,6 +29,7 @@ import {
   warmCache,
   withMount,
 } from './mount-helpers';
+import { buildRichImage } from './images';
 
 describe('mounted tree equals umoci unpack', () => {
   let demoClip: string;
@@ -43,7 +43,7 @@ describe('mounted tree equals umoci unpack', () => {
     const work = scratchDir('clip-mount-tree-');
     demoClip = await demoArchive();
     demoOracle = await walkTree(unpack(demoLayout(), 'bookworm', path.join(work, 'demo-bundle')));
-    featureLayout = buildFeatureImage(path.join(work, 'feature'));
+    featureLayout = buildRichImage(path.join(work, 'feature'));
     featureClip = await indexInto(featureLayout, 't', path.join(work, 'feature.clip'));
     featureOracle = await walkTree(unpack(featureLayout, 't', path.join(work, 'feature-bundle')));
     cacheDir = path.join(work, 'cache');
