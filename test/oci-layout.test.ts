@@ -13,7 +13,7 @@ import { OciLayoutSource } from '../src/oci/layout';
 import { parsePlatform } from '../src/oci/platform';
 import { Descriptor, MediaTypes, readWholeBlob, resolveImage } from '../src/oci/source';
 import { drain, rejectsWith, rng, sha256File } from './fixtures';
-import { buildTinyImage, demoLayout, linkBlob, scratchDir, writeBlob, writeLayoutIndex } from './registry-harness';
+import { buildTinyImage, buildTwoPlatformLayout, demoLayout, scratchDir, writeBlob, writeLayoutIndex } from './registry-harness';
 
 const AMD64 = parsePlatform('linux/amd64');
 
@@ -200,29 +200,16 @@ describe('OCI layout: hand-made images', () => {
     const demoSource = await OciLayoutSource.open(demo);
     const demoImage = await resolveImage(demoSource, 'bookworm', AMD64);
     await demoSource.close();
-    for (const layer of demoImage.layers) linkBlob(dir, path.join(demo, 'blobs', 'sha256', layer.digest.slice(7)), layer.digest);
-    const amdManifest = writeBlob(dir, fs.readFileSync(path.join(demo, 'blobs', 'sha256', demoImage.manifestDescriptor.digest.slice(7))), MediaTypes.ociManifest);
-    writeBlob(dir, fs.readFileSync(path.join(demo, 'blobs', 'sha256', demoImage.configDescriptor.digest.slice(7))), MediaTypes.ociConfig);
-    const armConfig = writeBlob(dir, JSON.stringify({ ...demoImage.config, architecture: 'arm64', variant: 'v8' }), MediaTypes.ociConfig);
-    const armManifest = writeBlob(dir, JSON.stringify({ ...demoImage.manifest, config: armConfig }), MediaTypes.ociManifest);
-    const index = writeBlob(
-      dir,
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaTypes.ociIndex,
-        manifests: [
-          { ...amdManifest, platform: { os: 'linux', architecture: 'amd64' } },
-          { ...armManifest, platform: { os: 'linux', architecture: 'arm64' } },
-          {
-            ...writeBlob(dir, '{"schemaVersion":2}', MediaTypes.ociManifest),
-            platform: { os: 'unknown', architecture: 'unknown' },
-            annotations: { 'vnd.docker.reference.type': 'attestation-manifest' },
-          },
-        ],
-      }),
-      MediaTypes.ociIndex,
-    );
-    writeLayoutIndex(dir, [{ ...index, annotations: { 'org.opencontainers.image.ref.name': 'multi' } }]);
+    const { index, armManifest, armConfig } = buildTwoPlatformLayout(dir, demoImage, {
+      armConfigFields: { variant: 'v8' },
+      extraManifests: [
+        {
+          ...writeBlob(dir, '{"schemaVersion":2}', MediaTypes.ociManifest),
+          platform: { os: 'unknown', architecture: 'unknown' },
+          annotations: { 'vnd.docker.reference.type': 'attestation-manifest' },
+        },
+      ],
+    });
     const source = await OciLayoutSource.open(dir);
     try {
       const amd = await resolveImage(source, 'multi', AMD64);

@@ -22,17 +22,15 @@ import { MediaTypes, resolveImage, ResolvedImage } from '../src/oci/source';
 import { drain, rejectsWith, rng } from './fixtures';
 import {
   buildTinyImage,
+  buildTwoPlatformLayout,
   demoLayout,
   FaultProxy,
-  linkBlob,
   RegistryHandle,
   scratchDir,
   startFaultProxy,
   startRegistry,
   startTokenServer,
   TokenServer,
-  writeBlob,
-  writeLayoutIndex,
 } from './registry-harness';
 
 const AMD64 = parsePlatform('linux/amd64');
@@ -132,26 +130,7 @@ describe('registry without auth', () => {
 
   it('resolves a two-platform index pushed with skopeo --all, and names the platforms it has', async () => {
     const dir = scratchDir('clip-multi-');
-    const demoDir = demoLayout();
-    const blob = (digest: string) => path.join(demoDir, 'blobs', 'sha256', digest.slice(7));
-    for (const layer of demo.layers) linkBlob(dir, blob(layer.digest), layer.digest);
-    const amdManifest = writeBlob(dir, fs.readFileSync(blob(demo.manifestDescriptor.digest)), MediaTypes.ociManifest);
-    writeBlob(dir, fs.readFileSync(blob(demo.configDescriptor.digest)), MediaTypes.ociConfig);
-    const armConfig = writeBlob(dir, JSON.stringify({ ...demo.config, architecture: 'arm64' }), MediaTypes.ociConfig);
-    const armManifest = writeBlob(dir, JSON.stringify({ ...demo.manifest, config: armConfig }), MediaTypes.ociManifest);
-    const index = writeBlob(
-      dir,
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaTypes.ociIndex,
-        manifests: [
-          { ...amdManifest, platform: { os: 'linux', architecture: 'amd64' } },
-          { ...armManifest, platform: { os: 'linux', architecture: 'arm64' } },
-        ],
-      }),
-      MediaTypes.ociIndex,
-    );
-    writeLayoutIndex(dir, [{ ...index, annotations: { 'org.opencontainers.image.ref.name': 'multi' } }]);
+    const { index, armManifest, armConfig } = buildTwoPlatformLayout(dir, demo);
     await registry.push(`oci:${dir}:multi`, 'demo-multi:multi', { all: true });
 
     await withSource(source(registry.host, 'demo-multi'), async (s) => {

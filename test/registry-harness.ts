@@ -543,6 +543,55 @@ export function writeLayoutIndex(layoutDir: string, manifests: unknown[]): void 
   fs.writeFileSync(path.join(layoutDir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
 }
 
+type Descriptor = { mediaType: string; digest: string; size: number };
+
+/** What buildTwoPlatformLayout needs of the demo image, as resolveImage gives it. */
+export interface DemoImageParts {
+  layers: Array<{ digest: string }>;
+  manifestDescriptor: { digest: string };
+  configDescriptor: { digest: string };
+  manifest: object;
+  config: object;
+}
+
+/**
+ * Writes into `dir` an OCI image index, tagged "multi", that lists the demo
+ * image as linux/amd64 and a copy of it as linux/arm64 (its config with
+ * `armConfigFields` merged in), plus `extraManifests` written as-is; the
+ * layer blobs are linked, not copied.
+ */
+export function buildTwoPlatformLayout(
+  dir: string,
+  demo: DemoImageParts,
+  options: { armConfigFields?: object; extraManifests?: object[] } = {},
+): { index: Descriptor; amdManifest: Descriptor; armManifest: Descriptor; armConfig: Descriptor } {
+  const demoDir = demoLayout();
+  const blob = (digest: string) => path.join(demoDir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+  const configType = 'application/vnd.oci.image.config.v1+json';
+  const indexType = 'application/vnd.oci.image.index.v1+json';
+  for (const layer of demo.layers) linkBlob(dir, blob(layer.digest), layer.digest);
+  const amdManifest = writeBlob(dir, fs.readFileSync(blob(demo.manifestDescriptor.digest)), manifestType);
+  writeBlob(dir, fs.readFileSync(blob(demo.configDescriptor.digest)), configType);
+  const armConfig = writeBlob(dir, JSON.stringify({ ...demo.config, architecture: 'arm64', ...options.armConfigFields }), configType);
+  const armManifest = writeBlob(dir, JSON.stringify({ ...demo.manifest, config: armConfig }), manifestType);
+  const index = writeBlob(
+    dir,
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: indexType,
+      manifests: [
+        { ...amdManifest, platform: { os: 'linux', architecture: 'amd64' } },
+        { ...armManifest, platform: { os: 'linux', architecture: 'arm64' } },
+        ...(options.extraManifests ?? []),
+      ],
+    }),
+    indexType,
+  );
+  writeLayoutIndex(dir, [{ ...index, annotations: { 'org.opencontainers.image.ref.name': 'multi' } }]);
+  return { index, amdManifest, armManifest, armConfig };
+}
+
 /**
  * Writes a small single-layer image (a gzip'd tar of a few text files, made
  * with GNU tar) into an OCI layout under `tag`; returns its manifest digest.
