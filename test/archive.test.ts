@@ -19,31 +19,11 @@ import { mergeLayers } from '../src/index/merge';
 import { ArchiveLayerInput, writeArchive } from '../src/archive/writer';
 import { ClipArchive, modeString, ROOT_INO } from '../src/archive/reader';
 import { EXIT_CODES } from '../src/errors';
-import { tempDir } from './fixtures';
+import { tarEntry, tempDir } from './fixtures';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 
-function e(p: string, type: TarEntry['type'] = 'file', extra: Partial<TarEntry> = {}): TarEntry {
-  return {
-    path: p,
-    type,
-    mode: type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644,
-    uid: 0,
-    gid: 0,
-    uname: '',
-    gname: '',
-    mtimeSec: 1700000000,
-    mtimeNsec: 0,
-    size: 0,
-    dataOffset: 0,
-    headerOffset: 0,
-    devmajor: 0,
-    devminor: 0,
-    linkTarget: '',
-    xattrs: {},
-    ...extra,
-  };
-}
+const e = tarEntry;
 
 const CAP = Buffer.from('0100000200200000000000000000000000000000', 'hex');
 const NAMES = ['zeta', 'Alpha', 'ünïcødé', '日本語', '\u{1F600}-emoji', '\uFF21-fullwidth', 'a b', 'x'.repeat(255)];

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClipError } from '../src/errors';
+import type { TarEntry } from '../src/engine/layer';
 
 export function fixturesDir(): string {
   const dir = process.env.CLIP_FIXTURES ?? '/var/cache/clip-native';
@@ -81,4 +82,27 @@ export async function drain(iterable: AsyncIterable<Buffer>): Promise<{ digest: 
     size += chunk.length;
   }
   return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+/** A tar entry as the engine reports it, with plausible defaults; `path` as a tar would carry it. */
+export function tarEntry(p: string, type: TarEntry['type'] = 'file', extra: Partial<TarEntry> = {}): TarEntry {
+  return {
+    path: p,
+    type,
+    mode: type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644,
+    uid: 0,
+    gid: 0,
+    uname: '',
+    gname: '',
+    mtimeSec: 1700000000,
+    mtimeNsec: 0,
+    size: 0,
+    dataOffset: 0,
+    headerOffset: 0,
+    devmajor: 0,
+    devminor: 0,
+    linkTarget: '',
+    xattrs: {},
+    ...extra,
+  };
 }

@@ -13,31 +13,9 @@ import { ClipError } from '../src/errors';
 import type { TarEntry } from '../src/engine/layer';
 import { countLinks, mergeLayers, MergedNode, normalizePath } from '../src/index/merge';
 import { sortedNames, writeArchive } from '../src/archive/writer';
+import { tarEntry } from './fixtures';
 
-type Partial = { [K in keyof TarEntry]?: TarEntry[K] };
-
-/** A tar entry with plausible defaults; `path` as a tar would carry it. */
-function e(path: string, type: TarEntry['type'] = 'file', extra: Partial = {}): TarEntry {
-  return {
-    path,
-    type,
-    mode: type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644,
-    uid: 0,
-    gid: 0,
-    uname: '',
-    gname: '',
-    mtimeSec: 1000,
-    mtimeNsec: 0,
-    size: 0,
-    dataOffset: 512,
-    headerOffset: 0,
-    devmajor: 0,
-    devminor: 0,
-    linkTarget: '',
-    xattrs: {},
-    ...extra,
-  };
-}
+const e = tarEntry;
 
 function merge(...layers: TarEntry[][]) {
   return mergeLayers(layers.map((entries, i) => ({ name: `sha256:layer${i}`, entries })));
