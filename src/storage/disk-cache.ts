@@ -135,6 +135,29 @@ export interface VerifyResult {
   deleted: string[];
 }
 
+/**
+ * Opens `file` (read-only, no symlinks; or read-write, created, when
+ * `create`) and tries flock(LOCK_EX | LOCK_NB) on it: 'absent' when it
+ * cannot be opened, 'held' when another open file holds a lock on it, else
+ * 'free', after running `whileLocked` with the lock held. The lock goes
+ * with the fd, closed before returning.
+ */
+function probeLock(file: string, create: boolean, whileLocked?: () => void): 'absent' | 'held' | 'free' {
+  let fd: number;
+  try {
+    fd = create ? fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o666) : fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch {
+    return 'absent';
+  }
+  try {
+    if (!tryFlock(fd, 'exclusive')) return 'held';
+    whileLocked?.();
+    return 'free';
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -316,19 +339,9 @@ export class DiskCache {
     }
   }
 
-  /** True when some open file holds a lock on `file` (probed with LOCK_EX | LOCK_NB). */
+  /** True when some open file holds a lock on `file` (a pinned layer). */
   private isPinned(file: string): boolean {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    } catch {
-      return false;
-    }
-    try {
-      return !tryFlock(fd, 'exclusive');
-    } finally {
-      fs.closeSync(fd);
-    }
+    return probeLock(file, false) === 'held';
   }
 
   /** Complete layers, partial files and the total size. */
@@ -359,21 +372,9 @@ export class DiskCache {
 
   /** Removes layer file `file` if nobody pins it: true when removed. */
   private removeIfUnpinned(file: string): boolean {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    } catch {
-      return false;
-    }
-    try {
-      if (!tryFlock(fd, 'exclusive')) return false;
-      // Holding LOCK_EX: no reader has it pinned, and any reader that opened
-      // it meanwhile finds nlink 0 once it gets its shared lock.
-      fs.rmSync(file, { force: true });
-      return true;
-    } finally {
-      fs.closeSync(fd);
-    }
+    // Holding LOCK_EX: no reader has it pinned, and any reader that opened
+    // it meanwhile finds nlink 0 once it gets its shared lock.
+    return probeLock(file, false, () => fs.rmSync(file, { force: true })) === 'free';
   }
 
   /**
@@ -423,22 +424,13 @@ export class DiskCache {
       byHex.set(p.hex, list);
     }
     for (const [hex, files] of byHex) {
-      const lockFile = path.join(this.locksDir, `${hex}.lock`);
-      let fd: number;
-      try {
-        fd = fs.openSync(lockFile, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o666);
-      } catch {
-        continue;
-      }
-      try {
-        if (!tryFlock(fd, 'exclusive')) continue; // a fill is running
+      // A free fill lock means the partials' filler is gone.
+      probeLock(path.join(this.locksDir, `${hex}.lock`), true, () => {
         for (const f of files) {
           fs.rmSync(f, { force: true });
           partials.push(f);
         }
-      } finally {
-        fs.closeSync(fd);
-      }
+      });
     }
     return { partials, layers: this.evict(targetBytes) };
   }

@@ -1,23 +1,24 @@
 /**
- * Filling a whole layer: stream its uncompressed bytes once, from Redis when
- * Redis holds it complete, else from the source (the blob streamed through
- * gunzip), hash them as they pass, and write them to the disk cache (a
- * partial file) and/or Redis (chunks). Only when the bytes hash to the
- * layer's diff_id and have its size is the partial file renamed into place
- * and the Redis meta written; otherwise both are thrown away.
+ * Filling a whole layer, in two independent jobs, each streaming the
+ * layer's uncompressed bytes once and hashing them as they pass:
+ *
+ * - fillDisk: into a partial file of the disk cache, from Redis when Redis
+ *   holds the layer complete, else from the source (the blob streamed
+ *   through gunzip); renamed into place only when the bytes have the
+ *   layer's size and hash to its diff_id. It runs under the layer's
+ *   cross-process fill lock; if another process completed the layer while
+ *   we waited for the lock, nothing is fetched.
+ * - uploadLayer: into Redis chunks, from the verified disk cache file when
+ *   there is one (so a slow or failing Redis never holds up or breaks the
+ *   disk fill, and the source is not asked twice), else from the source;
+ *   the meta key that makes the layer visible is written only after the
+ *   stream verified. A Redis failure abandons the upload with a warning.
  *
  * Memory stays bounded whatever the layer's size: one gunzip output chunk
- * (256 KiB) is in flight to the disk and one Redis chunk (1 MiB) is being
- * cut, and each write is awaited before the next chunk is pulled (so a slow
- * disk or Redis slows the download, instead of buffering it).
- *
- * A sink that fails is dropped (a full disk: its partial file is removed)
- * and the fill goes on for the other; with no sinks left it stops. The
- * disk part runs under the layer's cross-process fill lock; if another
- * process completed the layer while we waited for the lock, nothing is
- * fetched.
- */
-import { createHash } from 'node:crypto';
+ * (256 KiB) is in flight and one Redis chunk (1 MiB) is being cut, and each
+ * write is awaited before the next chunk is pulled (so a slow disk or Redis
+ * slows the stream instead of buffering it).
+ */import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -52,14 +53,6 @@ export interface FillStats {
   /** Compressed bytes fetched from the source by fills. */
   wireBytes: number;
   lastError?: string;
-}
-
-export interface FillOutcome {
-  /** The layer's disk cache path, when it is there now. */
-  path: string | null;
-  /** True when this call wrote it to disk (false: found it, or disk not wanted). */
-  filledDisk: boolean;
-  uploadedRedis: boolean;
 }
 
 export interface FillContext {
@@ -113,133 +106,133 @@ async function writeAll(partial: PartialFile, data: Buffer): Promise<void> {
 }
 
 /**
- * Fills `layer` into the disk cache (when `want.disk`) and Redis (when
- * `want.redis`), as far as each is possible. Resolves with what was done;
- * rejects (EDIGEST, ECORRUPT, ETRUNCATED, EIO, EBUSY when aborted) only when
- * the disk fill was wanted and failed, or no sink survived. Partial files
- * are removed on every failure path.
+ * Streams `origin` through `sink` chunk by chunk, hashing as it goes, and
+ * resolves only when the whole stream has the layer's size and hashes to
+ * its diff_id. The caller publishes what the sink wrote only after that.
+ * Errors: EDIGEST (too long, too short, wrong hash), EBUSY (aborted), the
+ * origin's and the sink's.
  */
-export async function fillLayer(ctx: FillContext, layer: FillLayer, want: { disk: boolean; redis: boolean }): Promise<FillOutcome> {
-  const outcome: FillOutcome = { path: null, filledDisk: false, uploadedRedis: false };
-  const disk = want.disk ? ctx.disk : null;
-  const lock = disk ? await disk.lockFill(layer.hex, ctx.signal) : null;
-  let partial: PartialFile | null = null;
-  let upload: RedisUpload | null = null;
-  try {
-    if (disk) {
-      if (disk.has(layer.hex)) {
-        ctx.stats.foundCached++;
-        outcome.path = disk.pathFor(layer.hex);
-        if (!want.redis) return outcome;
-      } else {
-        const stale = disk.removePartials(layer.hex);
-        if (stale) log.info({ layer: layer.diffId, removed: stale }, 'removed partial files of an interrupted fill');
-        if (disk.makeRoom(layer.uncompressedSize)) {
-          partial = await disk.createPartial(layer.hex);
-        } else {
-          log.warn({ layer: layer.diffId, size: layer.uncompressedSize, cap: disk.capBytes }, 'layer does not fit under the cache size cap; not caching it on disk');
-        }
-      }
+async function streamVerified(ctx: FillContext, layer: FillLayer, origin: AsyncIterable<Buffer>, sink: (chunk: Buffer) => Promise<void>): Promise<void> {
+  ctx.stats.started++;
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of origin) {
+    if (ctx.signal.aborted) throw new ClipError('EBUSY', 'the store is closing');
+    hash.update(chunk);
+    size += chunk.length;
+    ctx.stats.bytes += chunk.length;
+    if (size > layer.uncompressedSize) {
+      throw new ClipError('EDIGEST', `layer ${layer.index} (${layer.diffId}): the stream is longer than the ${layer.uncompressedSize} bytes recorded`);
     }
-    // Redis: upload unless it has the layer already (or is down).
-    let redisMeta = null;
-    if (ctx.redis && ctx.redis.usable) {
-      try {
-        redisMeta = await ctx.redis.meta(layer.hex);
-        if (!redisMeta && want.redis) upload = await ctx.redis.beginUpload(layer.hex, layer.uncompressedSize);
-      } catch {
-        upload = null; // noted by the tier; the disk fill goes on
-      }
-    }
-    if (!partial && !upload) {
-      if (disk && !outcome.path) throw new ClipError('EIO', `layer ${layer.diffId} was not cached: no room under the cache size cap`);
-      return outcome;
-    }
+    await sink(chunk);
+  }
+  const digest = `sha256:${hash.digest('hex')}`;
+  if (size !== layer.uncompressedSize || digest !== layer.diffId) {
+    throw new ClipError(
+      'EDIGEST',
+      `layer ${layer.index}: its uncompressed stream is ${size} bytes hashing to ${digest}; the archive records ${layer.uncompressedSize} bytes, ${layer.diffId}`,
+    );
+  }
+}
 
-    ctx.stats.started++;
-    const hash = createHash('sha256');
-    let size = 0;
-    // Cheapest origin first: our own disk (uploading a cached layer), Redis, the source.
-    let origin: AsyncIterable<Buffer>;
-    let originName: string;
-    if (outcome.path) {
-      origin = fs.createReadStream(outcome.path, { highWaterMark: GUNZIP_CHUNK, signal: ctx.signal });
-      originName = 'disk';
-    } else if (redisMeta !== null && ctx.redis !== null && !upload) {
-      origin = ctx.redis.stream(layer.hex, redisMeta);
-      originName = 'redis';
-    } else {
-      origin = fromSource(await ctx.source(), layer, ctx);
-      originName = 'source';
+function failed(ctx: FillContext, layer: FillLayer, e: unknown): ClipError {
+  ctx.stats.failed++;
+  const err = e instanceof ClipError ? e : new ClipError('EIO', `filling ${layer.diffId}: ${(e as Error).message}`);
+  ctx.stats.lastError = `${layer.diffId}: ${err.message}`;
+  return err;
+}
+
+/**
+ * Fills `layer` into the disk cache, from Redis when Redis holds it
+ * complete, else from the source, under the layer's cross-process fill
+ * lock. Resolves with the layer's path (`filled` false when another process
+ * had already filled it). Errors: EDIGEST, ECORRUPT, ETRUNCATED, EIO (incl.
+ * a full disk, no room under the cap), EBUSY when aborted. The partial file
+ * is removed on every failure path.
+ */
+export async function fillDisk(ctx: FillContext, disk: DiskCache, layer: FillLayer): Promise<{ path: string; filled: boolean }> {
+  const lock = await disk.lockFill(layer.hex, ctx.signal);
+  let partial: PartialFile | null = null;
+  try {
+    if (disk.has(layer.hex)) {
+      ctx.stats.foundCached++;
+      return { path: disk.pathFor(layer.hex), filled: false };
     }
-    log.debug({ layer: layer.diffId, origin: originName, disk: !!partial, redis: !!upload }, 'filling layer');
-    for await (const chunk of origin) {
-      if (ctx.signal.aborted) throw new ClipError('EBUSY', 'the store is closing');
-      hash.update(chunk);
-      size += chunk.length;
-      ctx.stats.bytes += chunk.length;
-      if (size > layer.uncompressedSize) {
-        throw new ClipError('EDIGEST', `layer ${layer.index} (${layer.diffId}): the stream is longer than the ${layer.uncompressedSize} bytes recorded`);
-      }
-      if (partial) {
-        try {
-          await writeAll(partial, chunk);
-        } catch (e) {
-          const code = (e as NodeJS.ErrnoException).code;
-          log.warn({ layer: layer.diffId, file: partial.path, err: (e as Error).message }, code === 'ENOSPC' ? 'disk full: abandoning the fill of this layer' : 'cannot write the cache: abandoning the fill of this layer');
-          await disk!.discardPartial(partial);
-          partial = null;
-          ctx.stats.lastError = `${layer.diffId}: ${(e as Error).message}`;
-          if (!upload) throw new ClipError('EIO', `filling ${layer.diffId}: ${(e as Error).message}`);
-        }
-      }
-      if (upload) {
-        try {
-          await upload.push(chunk);
-        } catch {
-          await upload.abort();
-          upload = null; // the tier warned; the disk fill goes on
-          if (!partial) {
-            if (disk && !outcome.path) throw new ClipError('EIO', `filling ${layer.diffId}: redis failed and the disk cache is not being filled`);
-            return outcome;
-          }
-        }
-      }
+    const stale = disk.removePartials(layer.hex);
+    if (stale) log.info({ layer: layer.diffId, removed: stale }, 'removed partial files of an interrupted fill');
+    if (!disk.makeRoom(layer.uncompressedSize)) {
+      throw new ClipError('EIO', `layer ${layer.diffId} (${layer.uncompressedSize} bytes) does not fit under the cache size cap of ${disk.capBytes} bytes`);
     }
-    const digest = `sha256:${hash.digest('hex')}`;
-    if (size !== layer.uncompressedSize || digest !== layer.diffId) {
-      throw new ClipError(
-        'EDIGEST',
-        `layer ${layer.index}: its uncompressed stream is ${size} bytes hashing to ${digest}; the archive records ${layer.uncompressedSize} bytes, ${layer.diffId}`,
-      );
+    partial = await disk.createPartial(layer.hex);
+    let origin: AsyncIterable<Buffer> | null = null;
+    if (ctx.redis && ctx.redis.usable) {
+      const meta = await ctx.redis.meta(layer.hex).catch(() => null); // a failure is noted by the tier
+      if (meta && meta.size === layer.uncompressedSize) origin = ctx.redis.stream(layer.hex, meta);
     }
-    if (partial) {
-      const p = partial;
-      partial = null;
-      outcome.path = await disk!.commitPartial(p, layer.hex);
-      outcome.filledDisk = true;
-      ctx.stats.completed++;
-    }
-    if (upload) {
-      const u = upload;
-      upload = null;
+    origin ??= fromSource(await ctx.source(), layer, ctx);
+    const file = partial;
+    await streamVerified(ctx, layer, origin, async (chunk) => {
       try {
-        await u.finish();
-        outcome.uploadedRedis = true;
-        ctx.stats.uploaded++;
-      } catch {
-        await u.abort();
+        await writeAll(file, chunk);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        throw new ClipError('EIO', `${code === 'ENOSPC' ? 'disk full while filling' : 'cannot write the cache while filling'} ${layer.diffId} into ${file.path}: ${(e as Error).message}`);
       }
-    }
-    return outcome;
+    });
+    partial = null;
+    const dest = await disk.commitPartial(file, layer.hex);
+    ctx.stats.completed++;
+    return { path: dest, filled: true };
   } catch (e) {
-    ctx.stats.failed++;
-    const err = e instanceof ClipError ? e : new ClipError('EIO', `filling ${layer.diffId}: ${(e as Error).message}`);
-    ctx.stats.lastError = `${layer.diffId}: ${err.message}`;
-    throw err;
+    throw failed(ctx, layer, e);
   } finally {
-    if (partial) await disk!.discardPartial(partial);
+    if (partial) await disk.discardPartial(partial);
+    await lock.release();
+  }
+}
+
+/**
+ * Uploads `layer` to Redis, chunk by chunk (one chunk in memory), from the
+ * verified disk cache file `path` when given, else from the source. The
+ * meta key, which makes the layer visible to readers, is written only after
+ * the whole stream hashed to the diff_id; any failure deletes the chunks
+ * written so far (best effort: with Redis gone they are unreachable anyway,
+ * having no meta). Resolves true when uploaded, false when Redis already
+ * has it, another host is uploading it, or Redis failed (the tier warns:
+ * Redis is an optimisation). Errors: only the origin's (EDIGEST, ECORRUPT,
+ * ETRUNCATED, EIO, EBUSY when aborted).
+ */
+export async function uploadLayer(ctx: FillContext, redis: RedisTier, layer: FillLayer, path: string | null): Promise<boolean> {
+  if (!redis.usable) return false;
+  let upload: RedisUpload | null;
+  try {
+    if (await redis.meta(layer.hex)) return false;
+    upload = await redis.beginUpload(layer.hex, layer.uncompressedSize);
+  } catch {
+    return false; // noted by the tier
+  }
+  if (!upload) return false;
+  const origin = path ? fs.createReadStream(path, { highWaterMark: GUNZIP_CHUNK, signal: ctx.signal }) : fromSource(await ctx.source(), layer, ctx);
+  const pushing = upload;
+  let redisFailed = false;
+  try {
+    await streamVerified(ctx, layer, origin as AsyncIterable<Buffer>, async (chunk) => {
+      try {
+        await pushing.push(chunk);
+      } catch (e) {
+        redisFailed = true;
+        throw e;
+      }
+    });
+    redisFailed = true;
+    await pushing.finish();
+    upload = null;
+    ctx.stats.uploaded++;
+    return true;
+  } catch (e) {
+    if (redisFailed) return false; // the tier warned; nothing was published
+    throw failed(ctx, layer, e);
+  } finally {
     if (upload) await upload.abort();
-    if (lock) await lock.release();
   }
 }

@@ -33,7 +33,7 @@ import { log } from '../log';
 import { openImageSource, parseImageReference } from '../oci';
 import type { Credentials, Descriptor, ImageSource } from '../oci';
 import { defaultCacheDir, diffIdHex, DiskCache, PinnedLayer } from './disk-cache';
-import { fillLayer, FillContext, FillLayer, FillOutcome, FillStats } from './fill';
+import { fillDisk, FillContext, FillLayer, FillStats, uploadLayer } from './fill';
 import { since, TierMetrics, TierStats } from './metrics';
 import { RedisMiss, RedisTier } from './redis-tier';
 import { Singleflight } from './singleflight';
@@ -135,7 +135,10 @@ export class LayerStore {
   private readonly diskMetrics = new TierMetrics();
   private readonly sourceTier: SourceTier;
   private readonly fillStats: FillStats = { started: 0, completed: 0, foundCached: 0, uploaded: 0, failed: 0, bytes: 0, wireBytes: 0 };
-  private readonly fills = new Singleflight<string, FillOutcome>();
+  /** Disk fills, by layer hex: resolve with the layer's path. */
+  private readonly fills = new Singleflight<string, string>();
+  /** Redis uploads, by layer hex: resolve true when this store uploaded it. */
+  private readonly uploads = new Singleflight<string, boolean>();
   private readonly probes = new Singleflight<number, PinnedLayer | null>();
   private readonly abort = new AbortController();
   private sourcePromise: Promise<ImageSource> | null = null;
@@ -343,54 +346,66 @@ export class LayerStore {
     if (!slot.cacheable || this.closed) return;
     if (this.prefetchMode !== 'none' && !slot.diskFillStarted) {
       slot.diskFillStarted = true;
-      this.background(slot, { disk: true, redis: this.redis !== null });
+      // The upload follows the disk fill, from the verified file.
+      this.fill(slot).catch((e: Error) => {
+        if (!this.closed) log.warn({ layer: slot.diffId, err: e.message }, 'background fill failed; reads go on from the other tiers');
+      });
       return;
     }
+    // No disk fill (prefetch none, or it failed): Redis is still filled, from the source.
+    if (!this.fills.get(slot.hex)) this.upload(slot, null);
+  }
+
+  /**
+   * Starts (or joins) a background upload of `slot`'s layer to Redis, from
+   * the disk cache file `path` or else the source, unless this store
+   * uploaded it since Redis last came back, or tried within REDIS_REFILL_MS.
+   * Never rejects: failures are logged and counted.
+   */
+  private upload(slot: LayerSlot, path: string | null): void {
     const redis = this.redis;
-    if (redis && redis.usable && slot.redisFillEpoch !== redis.epoch && Date.now() - slot.redisFillAt > REDIS_REFILL_MS && !this.fills.get(slot.hex)) {
-      slot.redisFillEpoch = redis.epoch;
-      slot.redisFillAt = Date.now();
-      this.background(slot, { disk: false, redis: true });
-    }
+    if (!redis || !redis.usable || this.closed || slot.redisFillEpoch === redis.epoch || Date.now() - slot.redisFillAt < REDIS_REFILL_MS) return;
+    slot.redisFillEpoch = redis.epoch;
+    slot.redisFillAt = Date.now();
+    const ctx = this.fillContext();
+    void this.uploads
+      .run(slot.hex, () => uploadLayer(ctx, redis, slot, path))
+      .then(
+        (uploaded) => {
+          if (uploaded) log.info({ layer: slot.diffId, redis: redis.client.address }, 'layer uploaded to redis');
+        },
+        (e: Error) => {
+          if (!this.closed) log.warn({ layer: slot.diffId, err: e.message }, 'uploading the layer to redis failed; reads go on from the other tiers');
+        },
+      );
   }
 
-  private background(slot: LayerSlot, want: { disk: boolean; redis: boolean }): void {
-    this.fill(slot, want).catch((e: Error) => {
-      if (!this.closed) log.warn({ layer: slot.diffId, err: e.message }, 'background fill failed; reads go on from the other tiers');
-    });
+  private fillContext(): FillContext {
+    return { disk: this.disk, redis: this.redis, source: () => this.openSource(), signal: this.abort.signal, stats: this.fillStats };
   }
 
-  /** Runs (or joins) the fill of `slot`'s layer; pins the result. */
-  private fill(slot: LayerSlot, want: { disk: boolean; redis: boolean }): Promise<FillOutcome> {
-    const ctx: FillContext = {
-      disk: this.disk,
-      redis: this.redis,
-      source: () => this.openSource(),
-      signal: this.abort.signal,
-      stats: this.fillStats,
-    };
+  /** Runs (or joins) the disk fill of `slot`'s layer; pins the result, then uploads it to Redis in the background. */
+  private fill(slot: LayerSlot): Promise<string> {
+    const ctx = this.fillContext();
     return this.fills.run(slot.hex, async () => {
-      if (this.redis && want.redis) slot.redisFillEpoch = this.redis.epoch;
       const started = performance.now();
-      let outcome: FillOutcome;
+      let filled: { path: string; filled: boolean };
       try {
-        outcome = await fillLayer(ctx, slot, want);
+        filled = await fillDisk(ctx, this.disk, slot);
       } catch (e) {
-        if (want.disk) for (const s of this.layers) if (s.hex === slot.hex) s.diskFillFailedAt = Date.now();
+        for (const s of this.layers) if (s.hex === slot.hex) s.diskFillFailedAt = Date.now();
         throw e;
       }
-      if (outcome.filledDisk) log.info({ layer: slot.diffId, bytes: slot.uncompressedSize, ms: Math.round(since(started)) }, 'layer cached on disk');
-      if (outcome.uploadedRedis) log.info({ layer: slot.diffId, redis: this.redis?.client.address }, 'layer uploaded to redis');
-      if (outcome.path) {
-        for (const s of this.layers) {
-          if (s.hex === slot.hex && !s.pinned && !this.closed) {
-            s.probedAt = 0;
-            await this.probeDisk(s);
-          }
+      if (filled.filled) log.info({ layer: slot.diffId, bytes: slot.uncompressedSize, ms: Math.round(since(started)) }, 'layer cached on disk');
+      for (const s of this.layers) {
+        if (s.hex === slot.hex && !s.pinned && !this.closed) {
+          s.probedAt = 0;
+          await this.probeDisk(s);
         }
-        this.disk.evict();
       }
-      return outcome;
+      this.disk.evict();
+      this.upload(slot, filled.path);
+      return filled.path;
     });
   }
 
@@ -417,16 +432,11 @@ export class LayerStore {
       slot.probedAt = 0;
       const pinned = await this.probeDisk(slot);
       if (pinned) return pinned.path;
-      const running = this.fills.get(slot.hex);
-      if (running && attempt < 3) {
-        await running.catch(() => undefined); // perhaps a Redis-only fill: then fill the disk below
-        continue;
-      }
       slot.diskFillStarted = true;
-      const outcome = await this.fill(slot, { disk: true, redis: this.redis !== null });
+      await this.fill(slot);
       const now = this.cachedLayerPath(layerIndex); // pinned by fill() (TS can't see the await changed it)
       if (now) return now;
-      if (outcome.path && attempt < 3) continue; // evicted between fill and pin: try again
+      if (attempt < 3) continue; // evicted between fill and pin: try again
       throw new ClipError('EIO', `layer ${slot.diffId} could not be kept in the disk cache`);
     }
   }
@@ -550,6 +560,7 @@ export class LayerStore {
     this.closed = true;
     this.abort.abort();
     await Promise.allSettled(this.fills.pending());
+    await Promise.allSettled(this.uploads.pending());
     await Promise.allSettled(this.probes.pending());
     for (const slot of this.layers) await this.unpin(slot);
     this.redis?.close();
