@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # sanitizers), debootstrap + umoci + skopeo (real OCI images), docker-registry
 # + apache2-utils (htpasswd) + openssl (a real registry with auth), gzip peers.
 # Benchmarks: python3-indexed-gzip, igzip, pigz, GNU time, squashfuse +
-# squashfs-tools (the mount benchmark's FUSE peer).
+# squashfs-tools (the mount benchmark's FUSE peer). prometheus: its promtool
+# checks the metrics export (its service is not started here).
 PACKAGES=(
   build-essential pkg-config python3
   libisal-dev isal zlib1g-dev libssl-dev libfuse3-dev fuse3
@@ -18,6 +19,7 @@ PACKAGES=(
   gzip pigz tar xz-utils zstd bzip2 attr
   python3-indexed-gzip time hyperfine
   squashfuse squashfs-tools
+  prometheus
 )
 
 missing=()

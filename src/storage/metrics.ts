@@ -5,17 +5,26 @@
  * A latency histogram has fixed memory whatever the number of samples:
  * log-scaled buckets, 16 per doubling of the latency (each about 4.4% wide),
  * from 1 µs to ~2 minutes; a percentile is reported as the geometric middle
- * of its bucket, so it is within ~2.2% of the true value.
+ * of its bucket, so it is within ~2.2% of the true value. It also counts
+ * samples exactly against the fixed, round EXPORT_BOUNDS_S and keeps their
+ * sum, for the Prometheus export (prometheus.ts), whose buckets must be
+ * cumulative counts at stable `le` bounds.
  */
 
 const SUB_BUCKETS = 16; // per doubling
 const MAX_LOG2_US = 27; // 2^27 µs ≈ 134 s; slower samples land in the last bucket
 const BUCKETS = MAX_LOG2_US * SUB_BUCKETS + 1;
 
+/** Upper bounds (seconds) of the exported latency buckets: 50 µs to 30 s, about three per decade. */
+export const EXPORT_BOUNDS_S: readonly number[] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
 export class LatencyHistogram {
   private readonly counts = new Float64Array(BUCKETS);
+  /** Samples per EXPORT_BOUNDS_S bucket (not cumulative); samples above the last bound are only in `n`. */
+  private readonly exportCounts = new Float64Array(EXPORT_BOUNDS_S.length);
   private n = 0;
   private maxMs = 0;
+  private sum = 0;
 
   /** Records one latency in milliseconds. */
   record(ms: number): void {
@@ -23,7 +32,28 @@ export class LatencyHistogram {
     const index = Math.min(BUCKETS - 1, Math.floor(Math.log2(us) * SUB_BUCKETS));
     this.counts[index]++;
     this.n++;
+    this.sum += ms;
     if (ms > this.maxMs) this.maxMs = ms;
+    const s = ms / 1000;
+    for (let i = 0; i < EXPORT_BOUNDS_S.length; i++) {
+      if (s <= EXPORT_BOUNDS_S[i]) {
+        this.exportCounts[i]++;
+        break;
+      }
+    }
+  }
+
+  /** Sum of all samples, milliseconds. */
+  get sumMs(): number {
+    return this.sum;
+  }
+
+  /** Cumulative sample counts at each of EXPORT_BOUNDS_S (samples <= the bound). */
+  cumulativeCounts(): number[] {
+    const out: number[] = [];
+    let running = 0;
+    for (const c of this.exportCounts) out.push((running += c));
+    return out;
   }
 
   get count(): number {

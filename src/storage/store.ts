@@ -534,6 +534,11 @@ export class LayerStore {
     return Readable.from(pieces(), { objectMode: false, highWaterMark: 1 });
   }
 
+  /** The live per-tier counters and histograms (for the Prometheus export); redis is null without Redis. */
+  tierMetrics(): { memory: TierMetrics; disk: TierMetrics; redis: TierMetrics | null; source: TierMetrics } {
+    return { memory: this.memory, disk: this.diskMetrics, redis: this.redis?.metrics ?? null, source: this.sourceTier.metrics };
+  }
+
   /** Per-tier counters and latencies, fills, and where things live. JSON-serializable. */
   stats(): StorageStats {
     return {
