@@ -25,7 +25,7 @@ export { ClipArchive, modeString, ROOT_INO } from './archive/reader';
 export type { ArchiveInfo, ArchiveStat, ArchiveDirEntry, ArchiveLayer, ArchiveImageConfig } from './archive/reader';
 export { buildArchive, assembleArchive, indexImage } from './index/build';
 export type { BuildArchiveOptions, BuiltArchive, IndexImageOptions, IndexImageResult, IndexProgress, IndexedLayerSummary } from './index/build';
-export { mount, Mount, layoutReadMiss, layoutDirOf, mountpointState, prepareMountpoint, unmountPath } from './mount';
+export { mount, Mount, storeReadMiss, archiveForImage, mountpointState, prepareMountpoint, unmountPath } from './mount';
 export type { MountOptions, MountStats, MountLayer, ReadMiss, MountpointState } from './mount';
 export { LayerStore } from './storage/store';
 export type { LayerStoreOptions, PrefetchMode, StorageStats } from './storage/store';

@@ -11,7 +11,7 @@ import { mount } from '../src/mount/mount';
 import { SingleFlight } from '../src/mount/singleflight';
 import { findMount } from '../src/mount/stale';
 import { rejectsWith } from './fixtures';
-import { demoArchive, layoutMiss, mountpoint, shAsync, warmCache, demoLayout, scratchDir } from './mount-helpers';
+import { demoArchive, sourceMiss, mountpoint, shAsync, warmCache, demoLayout, scratchDir } from './mount-helpers';
 
 describe('mount API', () => {
   let clip: string;
@@ -29,6 +29,9 @@ describe('mount API', () => {
     await rejectsWith(mount({ archive: clip, mountpoint: mp, threads: 0 }), 'EINVAL', /threads/);
     await rejectsWith(mount({ archive: clip, mountpoint: mp, deadlineMs: -1 }), 'EINVAL', /deadlineMs/);
     await rejectsWith(mount({ archive: clip, mountpoint: mp, readMiss: 'x' as never }), 'EINVAL', /readMiss/);
+    await rejectsWith(mount({ archive: clip, mountpoint: mp, readMiss: null, storage: {} }), 'EINVAL', /not both/);
+    await rejectsWith(mount({ archive: clip, mountpoint: mp, storage: { cacheDir: '/x' } as never }), 'EINVAL', /cacheDir/);
+    await rejectsWith(mount({ archive: clip, mountpoint: mp, cacheDir, storage: { prefetch: 'sometimes' as never } }), 'EINVAL', /prefetch/);
     await rejectsWith(mount({ archive: '', mountpoint: mp }), 'EINVAL', /archive/);
     await rejectsWith(mount({ archive: '/nonexistent.clip', mountpoint: mp }), 'ENOENT');
     await rejectsWith(mount({ archive: clip, mountpoint: '/nonexistent-mountpoint' }), 'ENOENT', /does not exist/);
@@ -41,7 +44,7 @@ describe('mount API', () => {
 
   it('several mounts in one process, each with its own stats; unmount is idempotent', async () => {
     const a = await mount({ archive: clip, mountpoint: mountpoint(), cacheDir });
-    const b = await mount({ archive: clip, mountpoint: mountpoint(), readMiss: layoutMiss(clip), threads: 3 });
+    const b = await mount({ archive: clip, mountpoint: mountpoint(), readMiss: await sourceMiss(clip), threads: 3 });
     try {
       await rejectsWith(mount({ archive: clip, mountpoint: a.mountpoint }), 'EBUSY', /already mounted/);
       const [x, y] = await Promise.all([
@@ -64,7 +67,7 @@ describe('mount API', () => {
 
   it('without a miss handler, uncached reads fail with EIO and metadata still works', async () => {
     const mp = mountpoint();
-    const m = await mount({ archive: clip, mountpoint: mp });
+    const m = await mount({ archive: clip, mountpoint: mp, readMiss: null });
     try {
       await assert.rejects(shAsync(`cat '${mp}/etc/os-release'`), /Input\/output error/);
       assert.match(await shAsync(`readlink '${mp}/bin'`), /usr\/bin/);

@@ -16,7 +16,7 @@ import { ClipArchive } from '../src/archive/reader';
 import { ClipError } from '../src/errors';
 import { MountLayer, ReadMiss } from '../src/mount/mount';
 import { findMount, mountpointState } from '../src/mount/stale';
-import { demoArchive, layoutMiss, mountpoint, shAsync, withMount } from './mount-helpers';
+import { demoArchive, sourceMiss, mountpoint, shAsync, withMount } from './mount-helpers';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 const ROOTFS_BASH_SHA = () => createHash('sha256').update(fs.readFileSync('/var/cache/clip-native/debian-bookworm-rootfs/usr/bin/bash')).digest('hex');
@@ -50,7 +50,7 @@ describe('mount faults', () => {
 
   it('a source that never answers: EIO after the deadline, other files keep working, late answers dropped', async () => {
     const bash = archive.stat(archive.lookupPath('usr/bin/bash')!);
-    const real = layoutMiss(clip);
+    const real = await sourceMiss(clip);
     const hung: Array<() => void> = [];
     const readMiss: ReadMiss = (layer: MountLayer, offset: number, length: number) => {
       if (layer.index === bash.layer && offset >= bash.dataOffset && offset < bash.dataOffset + bash.size) {
@@ -98,7 +98,7 @@ describe('mount faults', () => {
   });
 
   it('64 concurrent readers of the same cold file: every range fetched once', async () => {
-    const real = layoutMiss(clip);
+    const real = await sourceMiss(clip);
     let calls = 0;
     let bytes = 0;
     const readMiss: ReadMiss = async (layer, offset, length) => {
@@ -120,7 +120,7 @@ describe('mount faults', () => {
   });
 
   it('unmount while files are open and a process sits in the mount', async () => {
-    await withMount({ archive: clip, mountpoint: mountpoint(), readMiss: layoutMiss(clip) }, async (m) => {
+    await withMount({ archive: clip, mountpoint: mountpoint(), readMiss: await sourceMiss(clip) }, async (m) => {
       const holder = spawn('/bin/sh', ['-c', `exec 3< '${m.mountpoint}/etc/motd'; cd '${m.mountpoint}/usr'; exec sleep 60`], { stdio: 'ignore' });
       try {
         await sleep(300);

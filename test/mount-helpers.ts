@@ -10,16 +10,20 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { after } from 'node:test';
 import { ClipArchive } from '../src/archive/reader';
 import { indexImage } from '../src/index/build';
 import { log } from '../src/log';
-import { Mount, mount, MountOptions } from '../src/mount/mount';
-import { layoutReadMiss } from '../src/mount/layout-source';
+import { Mount, mount, MountOptions, ReadMiss, storeReadMiss } from '../src/mount/mount';
+import { LayerStore } from '../src/storage/store';
 import { sh } from './fixtures';
 import { demoLayout, scratchDir } from './registry-harness';
 import { PathRecord, walkTree } from './images';
 
 log.level = 'error';
+// Mounts (and the CLI mounts these tests spawn) default to the host-wide
+// cache directory; the tests get one of their own instead.
+process.env.CLIP_CACHE_DIR ??= scratchDir('clip-host-cache-');
 
 /** Runs a shell command without blocking the JS thread. */
 export function shAsync(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
@@ -132,10 +136,20 @@ export async function withMount<T>(options: MountOptions, body: (m: Mount) => Pr
   }
 }
 
-/** A readMiss over the layout the archive was indexed from. */
-export function layoutMiss(archiveFile: string) {
-  return layoutReadMiss(ClipArchive.open(archiveFile));
+/**
+ * A readMiss through the storage tiers with an empty cache of its own and no
+ * fills: every miss is a Range read of the image's source (the layout the
+ * archive was indexed from), inflated from its checkpoint.
+ */
+export async function sourceMiss(archiveFile: string): Promise<ReadMiss> {
+  const store = await LayerStore.open({ archive: archiveFile, cacheDir: path.join(scratchDir('clip-miss-cache-'), 'cache'), prefetch: 'none' });
+  missStores.push(store);
+  return storeReadMiss(store);
 }
+const missStores: LayerStore[] = [];
+after(async () => {
+  await Promise.all(missStores.splice(0).map((s) => s.close()));
+});
 
 export { demoLayout, scratchDir, walkTree };
 export type { PathRecord };

@@ -19,7 +19,7 @@ import {
   demoArchive,
   demoLayout,
   indexInto,
-  layoutMiss,
+  sourceMiss,
   mountpoint,
   PathRecord,
   scratchDir,
@@ -52,7 +52,7 @@ describe('mounted tree equals umoci unpack', () => {
   });
 
   it('demo image, warm cache: every read spliced from the cached layers', async () => {
-    await withMount({ archive: demoClip, mountpoint: mountpoint(), cacheDir, readMiss: layoutMiss(demoClip) }, async (m) => {
+    await withMount({ archive: demoClip, mountpoint: mountpoint(), cacheDir, readMiss: await sourceMiss(demoClip) }, async (m) => {
       assertSameTree(await walkTree(m.mountpoint), demoOracle);
       const s = m.stats();
       assert.equal(s.misses, 0, 'no miss reached TypeScript');
@@ -63,7 +63,7 @@ describe('mounted tree equals umoci unpack', () => {
   });
 
   it('demo image, cold: every read a miss answered through TypeScript', async () => {
-    await withMount({ archive: demoClip, mountpoint: mountpoint(), readMiss: layoutMiss(demoClip) }, async (m) => {
+    await withMount({ archive: demoClip, mountpoint: mountpoint(), readMiss: await sourceMiss(demoClip) }, async (m) => {
       assertSameTree(await walkTree(m.mountpoint), demoOracle);
       const s = m.stats();
       assert.equal(s.cachedReads, 0);
@@ -75,7 +75,7 @@ describe('mounted tree equals umoci unpack', () => {
   it('feature image (devices, fifo, hardlinks, setuid, xattrs, whiteouts), warm and cold', async () => {
     for (const warm of [true, false]) {
       await withMount(
-        { archive: featureClip, mountpoint: mountpoint(), cacheDir: warm ? cacheDir : undefined, readMiss: layoutMiss(featureClip) },
+        { archive: featureClip, mountpoint: mountpoint(), cacheDir: warm ? cacheDir : undefined, readMiss: await sourceMiss(featureClip) },
         async (m) => {
           const tree = await walkTree(m.mountpoint);
           assertSameTree(tree, featureOracle);
@@ -112,7 +112,7 @@ describe('mounted tree equals umoci unpack', () => {
       assert.ok(Number(count) > 100);
       // Cold too: the binaries and libraries come through the miss path.
     });
-    await withMount({ archive: demoClip, mountpoint: mountpoint(), readMiss: layoutMiss(demoClip) }, async (m) => {
+    await withMount({ archive: demoClip, mountpoint: mountpoint(), readMiss: await sourceMiss(demoClip) }, async (m) => {
       const out = await shAsync(`chroot '${m.mountpoint}' /bin/bash -c 'echo $BASH_VERSION; cat /opt/clip-demo/hello.txt'`);
       assert.match(out, /^5\.\d.*\nhello from the second layer\n$/);
       assert.ok(m.stats().misses > 0);

@@ -60,8 +60,16 @@ int LayerCacheFiles::TryOpen(Slot& slot) {
     ::close(fd);
     return -1;
   }
+  // LRU stamp for eviction (oldest atime first); best effort: a file of
+  // another user only loses its place in the order.
+  const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+  ::futimens(fd, times);
   slot.fd.store(fd, std::memory_order_release);
   return fd;
+}
+
+void LayerCacheFiles::PinCached() {
+  for (uint32_t i = 0; i < count_; ++i) Fd(i);
 }
 
 uint32_t LayerCacheFiles::open_count() const {

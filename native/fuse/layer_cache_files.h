@@ -7,7 +7,10 @@
 // skips pinned files. So the first read of a layer tries to open and pin it,
 // and a later miss tries again (a background fill may have finished). Once
 // open, the fd stays open and pinned until the mount ends, and reads use it
-// with no lock at all (the fd is published through an atomic).
+// with no lock at all (the fd is published through an atomic). Every layer
+// already cached is pinned when the mount starts, so a mounted image's
+// layers are never evicted under it, read yet or not. Pinning also sets
+// the file's atime: the cache's LRU order (a mount is a use).
 #pragma once
 
 #include <atomic>
@@ -34,6 +37,10 @@ class LayerCacheFiles {
   // (yet) in the cache. Tries to open it when it is not open; never blocks
   // on a lock. Thread-safe.
   int Fd(uint32_t index);
+
+  // Opens and pins every layer the cache holds now (the rest are tried
+  // again on their first read). Thread-safe.
+  void PinCached();
 
   // Layers open right now.
   uint32_t open_count() const;

@@ -61,6 +61,7 @@ void MountSession::Start() {
   }
   mounted_ = true;
   running_ = true;
+  fs_->layers().PinCached();
   loop_ = std::thread([this] { RunLoop(); });
 
   // The first request on a new mount waits for the INIT handshake; when this

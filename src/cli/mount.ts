@@ -1,7 +1,12 @@
 /**
  * The mount commands:
- *   mount FILE.clip MOUNTPOINT [--threads N] [--cache-dir DIR] [--foreground]
+ *   mount FILE.clip|REF MOUNTPOINT [--threads N] [--cache-dir DIR] [--cache-size SIZE]
+ *         [--prefetch none|background|eager] [--redis URL] [--source REF|DIR] [--foreground]
  *   umount MOUNTPOINT [--lazy]
+ * REF is an image reference as `index` takes it: the image is indexed into
+ * the cache directory first (an archive already there for the same manifest
+ * digest is reused). Misses go through the storage tiers (LayerStore) over
+ * the same host-wide cache that `cat` and `extract` use.
  * By default `mount` starts a detached child that runs the foreground mount
  * and returns once the child says the mount is ready (one line on a pipe at
  * fd 3). --foreground stays attached and unmounts on SIGINT/SIGTERM/SIGHUP,
@@ -12,18 +17,20 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { ClipError, ClipErrorCode, EXIT_CODES, isClipError } from '../errors';
-import { ClipArchive } from '../archive/reader';
 import { log } from '../log';
-import { mount, ReadMiss } from '../mount/mount';
-import { layoutDirOf, layoutReadMiss } from '../mount/layout-source';
+import { archiveForImage } from '../mount/image';
+import { mount, MountOptions } from '../mount/mount';
 import { mountpointState, unmountPath } from '../mount/stale';
+import { OciLayoutSource, openImageSource, parseImageReference } from '../oci';
+import type { ImageSource } from '../oci';
+import { addTierOptions, storeOptions, TierFlags } from './storage';
 
-interface MountFlags {
+interface MountFlags extends TierFlags {
   threads?: string;
-  cacheDir?: string;
   foreground?: boolean;
   deadline: string;
   source?: string;
+  platform?: string;
   logFile?: string;
   readyFd?: string;
   debug?: boolean;
@@ -35,29 +42,32 @@ function positiveInt(text: string, what: string): number {
   return n;
 }
 
-/** Where misses are fetched from, until the storage tiers are wired in: the layout the archive names, or --source. */
-function missHandlerFor(archivePath: string, source?: string): ReadMiss | undefined {
-  const archive = ClipArchive.open(archivePath);
-  if (source) return layoutReadMiss(archive, path.resolve(source));
-  if (layoutDirOf(archive)) return layoutReadMiss(archive);
-  log.warn({ archive: archivePath }, 'no source for layers missing from the disk cache: their reads fail with EIO');
-  return undefined;
+/** --source: an OCI layout directory, or any image reference (the blobs' digests are what count). */
+async function openSourceFlag(text: string, flags: MountFlags): Promise<ImageSource> {
+  if (fs.existsSync(text) && fs.statSync(text).isDirectory()) return OciLayoutSource.open(path.resolve(text));
+  const credentials = flags.username !== undefined ? { username: flags.username, password: flags.password! } : undefined;
+  return openImageSource(parseImageReference(text), { insecure: flags.insecure, credentials });
 }
 
 async function runForeground(archive: string, mountpoint: string, flags: MountFlags): Promise<void> {
   const readyFd = flags.readyFd !== undefined ? Number(flags.readyFd) : undefined;
   let m;
+  let source: ImageSource | undefined;
   try {
-    m = await mount({
+    const { archive: _archive, cacheDir, ...storage } = storeOptions(archive, flags);
+    if (flags.source) source = await openSourceFlag(flags.source, flags);
+    const options: MountOptions = {
       archive,
       mountpoint,
       threads: flags.threads !== undefined ? positiveInt(flags.threads, '--threads') : undefined,
-      cacheDir: flags.cacheDir,
+      cacheDir,
       deadlineMs: positiveInt(flags.deadline, '--deadline'),
-      readMiss: missHandlerFor(archive, flags.source),
+      storage: { ...storage, source },
       debug: flags.debug,
-    });
+    };
+    m = await mount(options);
   } catch (e) {
+    await source?.close().catch(() => undefined);
     if (readyFd !== undefined) {
       const code = isClipError(e) ? e.code : 'EIO';
       fs.writeSync(readyFd, `error ${code} ${(e as Error).message}\n`);
@@ -65,7 +75,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
     }
     throw e;
   }
-  log.info({ mountpoint: m.mountpoint, archive: m.archivePath, pid: process.pid }, 'mounted');
+  log.info({ mountpoint: m.mountpoint, archive: m.archivePath, cacheDir: m.cacheDir, pid: process.pid }, 'mounted');
   if (readyFd !== undefined) {
     fs.writeSync(readyFd, `ready ${process.pid}\n`);
     fs.closeSync(readyFd);
@@ -86,7 +96,10 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => finish(sig));
     m.once('ended', () => finish('unmounted from outside'));
   });
-  log.info({ stats: m.stats() }, 'stopped');
+  await source?.close().catch(() => undefined);
+  const stats = m.stats();
+  log.info({ stats }, 'stopped');
+  if (flags.stats) process.stderr.write(`${JSON.stringify(stats)}\n`);
 }
 
 async function runBackground(archive: string, mountpoint: string, flags: MountFlags): Promise<void> {
@@ -94,12 +107,21 @@ async function runBackground(archive: string, mountpoint: string, flags: MountFl
   const args = [script, 'mount', archive, mountpoint, '--foreground', '--ready-fd', '3', '--deadline', flags.deadline];
   if (flags.threads) args.push('--threads', flags.threads);
   if (flags.cacheDir) args.push('--cache-dir', path.resolve(flags.cacheDir));
-  if (flags.source) args.push('--source', path.resolve(flags.source));
+  if (flags.cacheSize) args.push('--cache-size', flags.cacheSize);
+  if (flags.redis) args.push('--redis', flags.redis);
+  if (flags.prefetch) args.push('--prefetch', flags.prefetch);
+  if (flags.insecure) args.push('--insecure');
+  if (flags.source) args.push('--source', fs.existsSync(flags.source) ? path.resolve(flags.source) : flags.source);
   const logFd = flags.logFile ? fs.openSync(flags.logFile, 'a') : 'ignore';
   // glibc keeps freed buffers of the miss path's worker threads in per-thread
   // arenas (tens of MiB in a long-lived mount) once its mmap threshold has
   // crept up; a fixed threshold returns large buffers to the kernel.
-  const env = { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env };
+  const env: NodeJS.ProcessEnv = { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env };
+  // Credentials go by environment, not argv (which every user can read in ps).
+  if (flags.username !== undefined) {
+    env.CLIP_REGISTRY_USERNAME = flags.username;
+    env.CLIP_REGISTRY_PASSWORD = flags.password;
+  }
   const child = spawn(process.execPath, [...process.execArgv, ...args], { detached: true, stdio: ['ignore', 'ignore', logFd, 'pipe'], cwd: '/', env });
   if (typeof logFd === 'number') fs.closeSync(logFd);
   const line = await new Promise<string>((resolve) => {
@@ -125,26 +147,43 @@ async function runBackground(archive: string, mountpoint: string, flags: MountFl
   throw new ClipError(code, m ? m[2] : `the mount process failed: ${line || 'no answer'}`);
 }
 
+/**
+ * The archive to mount: a `.clip` file as given, or, for an image
+ * reference, the cached (or new) archive of that image.
+ */
+async function resolveArchive(image: string, flags: MountFlags): Promise<string> {
+  if (fs.existsSync(image) && fs.statSync(image).isFile()) return path.resolve(image);
+  if (image.endsWith('.clip')) throw new ClipError('ENOENT', `${image}: no such file`);
+  const credentials = flags.username !== undefined ? { username: flags.username, password: flags.password! } : undefined;
+  const found = await archiveForImage(image, { cacheDir: flags.cacheDir, platform: flags.platform, insecure: flags.insecure, credentials });
+  log.info({ image, archive: found.path, reused: found.reused }, found.reused ? 'using the cached archive' : 'indexed');
+  return found.path;
+}
+
 export function registerMountCommands(program: Command): void {
-  program
-    .command('mount')
-    .description('mount a .clip archive read-only (FUSE); file bytes are fetched when read')
-    .argument('<archive>', 'the .clip archive')
-    .argument('<mountpoint>', 'an existing directory')
+  addTierOptions(
+    program
+      .command('mount')
+      .description('mount an image read-only (FUSE); file bytes are fetched when read')
+      .argument('<image>', 'a .clip archive, or an image (oci:DIR[:TAG], docker://NAME, NAME[:TAG|@DIGEST]) to index into the cache first')
+      .argument('<mountpoint>', 'an existing directory'),
+    'background',
+  )
     .option('--threads <n>', 'FUSE worker threads (default: the CPU count, 2 to 8)')
-    .option('--cache-dir <dir>', 'host disk cache (reads layers at DIR/layers/sha256/<diff_id>)')
     .option('--foreground', 'stay attached; unmount on SIGINT/SIGTERM')
     .option('--deadline <ms>', 'milliseconds a missing read may take before it fails with EIO', '30000')
-    .option('--source <dir>', 'OCI layout directory to fetch missing layer bytes from (default: the one the archive was indexed from)')
+    .option('--source <ref>', "where layer blobs come from: an OCI layout directory or an image reference (default: the image the archive was indexed from)")
+    .option('--platform <os/arch[/variant]>', 'platform to pick when indexing a multi-platform image (default: this host)')
     .option('--log-file <file>', 'where the background mount process logs (default: nowhere)')
     .option('--debug', "libfuse's request trace on stderr")
     .addOption(new Option('--ready-fd <fd>').hideHelp())
-    .action(async (archive: string, mountpoint: string, flags: MountFlags) => {
+    .action(async (image: string, mountpoint: string, flags: MountFlags) => {
       if (flags.threads !== undefined) positiveInt(flags.threads, '--threads');
       positiveInt(flags.deadline, '--deadline');
-      if (!fs.existsSync(archive)) throw new ClipError('ENOENT', `${archive}: no such file`);
-      if (flags.foreground) await runForeground(path.resolve(archive), mountpoint, flags);
-      else await runBackground(path.resolve(archive), mountpoint, flags);
+      storeOptions(image, flags); // checks the tier flags before indexing or forking
+      const archive = await resolveArchive(image, flags);
+      if (flags.foreground) await runForeground(archive, mountpoint, flags);
+      else await runBackground(archive, mountpoint, flags);
     });
 
   program

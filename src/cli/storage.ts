@@ -16,7 +16,7 @@ import { defaultCacheDir, DiskCache } from '../storage/disk-cache';
 import { extractArchive } from '../storage/extract';
 import { LayerStore, LayerStoreOptions, PrefetchMode } from '../storage/store';
 
-interface TierFlags {
+export interface TierFlags {
   cacheDir?: string;
   cacheSize?: string;
   redis?: string;
@@ -27,7 +27,7 @@ interface TierFlags {
   stats?: boolean;
 }
 
-function addTierOptions(cmd: Command, defaultPrefetch: PrefetchMode): Command {
+export function addTierOptions(cmd: Command, defaultPrefetch: PrefetchMode): Command {
   return cmd
     .option('--cache-dir <dir>', 'disk cache directory (default $CLIP_CACHE_DIR, $XDG_CACHE_HOME/clip-native or ~/.cache/clip-native)')
     .option('--cache-size <size>', 'size cap of the disk cache, least recently used layers evicted (e.g. 20GiB)')
@@ -39,7 +39,7 @@ function addTierOptions(cmd: Command, defaultPrefetch: PrefetchMode): Command {
     .option('--stats', 'print per-tier statistics as JSON on stderr at the end');
 }
 
-function storeOptions(archive: string, flags: TierFlags): LayerStoreOptions {
+export function storeOptions(archive: string, flags: TierFlags): LayerStoreOptions {
   if ((flags.username === undefined) !== (flags.password === undefined)) {
     throw new ClipError('EINVAL', 'give both --username and --password, or neither');
   }

@@ -4,10 +4,13 @@
  * The session runs on native threads (native/fuse): metadata and reads of
  * layers the host's disk cache holds never reach JavaScript. A read of a
  * layer that is not cached comes here as a miss (layer, offset, length);
- * `readMiss` fetches the bytes (the storage tiers in production, a layout
- * directory in tests), identical misses in flight share one fetch, and the
- * answer goes back to the kernel. A miss not answered within `deadlineMs`
- * fails with EIO natively, so a dead source never hangs a reader.
+ * `readMiss` fetches the bytes: by default a LayerStore over the same disk
+ * cache (Redis, then source Range reads, and per `prefetch` a background
+ * fill of the whole layer, after which the native side finds the layer in
+ * the cache and splices from it), or a caller's own function. Identical
+ * misses in flight share one fetch, and the answer goes back to the
+ * kernel. A miss not answered within `deadlineMs` fails with EIO natively,
+ * so a dead source never hangs a reader.
  *
  * Several mounts may live in one process; each keeps the process alive
  * until unmount() (or until it is unmounted from outside: 'ended').
@@ -19,6 +22,8 @@ import { ClipError, isClipError } from '../errors';
 import { ClipArchive, ArchiveLayer } from '../archive/reader';
 import { native } from '../native';
 import { log } from '../log';
+import { defaultCacheDir } from '../storage/disk-cache';
+import { LayerStore, LayerStoreOptions, StorageStats } from '../storage/store';
 import { SingleFlight } from './singleflight';
 import { prepareMountpoint } from './stale';
 
@@ -38,10 +43,19 @@ export interface MountOptions {
   mountpoint: string;
   /** Most FUSE worker threads (default: the CPU count, 2 to 8). */
   threads?: number;
-  /** The host-wide disk cache: layers at <cacheDir>/layers/sha256/<diff_id hex> are read in place. */
+  /**
+   * The host-wide disk cache: layers at <cacheDir>/layers/sha256/<diff_id hex> are read in place.
+   * Default: the storage tiers' default (as `cat`/`extract`) when the mount builds its own store; none
+   * with a caller's `readMiss`.
+   */
   cacheDir?: string;
-  /** Fetches bytes the disk cache does not have. Without one, such reads fail with EIO. */
-  readMiss?: ReadMiss;
+  /**
+   * Fetches bytes the disk cache does not have (then no store is built; `null`: such reads fail with EIO).
+   * Default: a LayerStore over `cacheDir` with the `storage` options.
+   */
+  readMiss?: ReadMiss | null;
+  /** Options of the LayerStore the mount builds when no `readMiss` is given (cache size, Redis, prefetch, source, ...). */
+  storage?: Omit<LayerStoreOptions, 'archive' | 'cacheDir'>;
   /** Milliseconds a miss may take before the read fails with EIO (default 30000). */
   deadlineMs?: number;
   /** Let other users see the mount (default true; only as root). */
@@ -79,6 +93,8 @@ export interface MountStats {
   fetches: number;
   /** Misses that joined a fetch already in flight. */
   coalesced: number;
+  /** The storage tiers' counters, when the mount built its own store. */
+  storage?: StorageStats;
 }
 
 interface RawMountSession {
@@ -95,7 +111,7 @@ type RawMountSessionClass = new (
   onEnded: () => void,
 ) => RawMountSession;
 
-const KNOWN = new Set(['archive', 'mountpoint', 'threads', 'cacheDir', 'readMiss', 'deadlineMs', 'allowOther', 'cloneFd', 'readAheadKb', 'debug']);
+const KNOWN = new Set(['archive', 'mountpoint', 'threads', 'cacheDir', 'readMiss', 'storage', 'deadlineMs', 'allowOther', 'cloneFd', 'readAheadKb', 'debug']);
 
 function checkMountOptions(options: MountOptions): void {
   if (options === null || typeof options !== 'object') throw new ClipError('EINVAL', 'mount: options must be an object');
@@ -115,7 +131,24 @@ function checkMountOptions(options: MountOptions): void {
   if (options.readAheadKb !== undefined && (!Number.isInteger(options.readAheadKb) || options.readAheadKb < 0)) {
     throw new ClipError('EINVAL', 'mount: option "readAheadKb" must be a non-negative integer');
   }
-  if (options.readMiss !== undefined && typeof options.readMiss !== 'function') throw new ClipError('EINVAL', 'mount: option "readMiss" must be a function');
+  if (options.readMiss !== undefined && options.readMiss !== null && typeof options.readMiss !== 'function') {
+    throw new ClipError('EINVAL', 'mount: option "readMiss" must be a function or null');
+  }
+  if (options.storage !== undefined) {
+    if (typeof options.storage !== 'object' || options.storage === null) throw new ClipError('EINVAL', 'mount: option "storage" must be an object');
+    if (options.readMiss !== undefined) throw new ClipError('EINVAL', 'mount: give "readMiss" or "storage", not both');
+    for (const key of ['archive', 'cacheDir']) {
+      if (key in options.storage) throw new ClipError('EINVAL', `mount: give "${key}" to mount itself, not in "storage"`);
+    }
+  }
+}
+
+/** Bytes of inflated spans a mount's store keeps in memory: the kernel's page cache already keeps what was read. */
+const MOUNT_MEMORY_CACHE_BYTES = 8 << 20;
+
+/** A ReadMiss through a LayerStore's tiers. */
+export function storeReadMiss(store: LayerStore): ReadMiss {
+  return (layer, offset, length) => store.read(layer.index, offset, length);
 }
 
 /** The errno a failed fetch is reported to the reader with. */
@@ -144,6 +177,8 @@ export class Mount extends EventEmitter {
   /** Absolute path of the mountpoint. */
   readonly mountpoint: string;
   readonly archivePath: string;
+  /** The disk cache directory the native side reads layers from ('' for none). */
+  readonly cacheDir: string;
   private readonly flight = new SingleFlight<Buffer>();
   private stopping: Promise<void> | null = null;
 
@@ -152,30 +187,44 @@ export class Mount extends EventEmitter {
     private readonly raw: RawMountSession,
     mountpoint: string,
     archivePath: string,
+    cacheDir: string,
+    /** The store the mount built (and closes on unmount), if it built one. */
+    readonly store: LayerStore | null,
+    private readonly archive: ClipArchive,
   ) {
     super();
     this.mountpoint = mountpoint;
     this.archivePath = archivePath;
+    this.cacheDir = cacheDir;
   }
 
-  /** Counters of the session (native) and of the miss path. */
+  /** Counters of the session (native), of the miss path, and of the store's tiers. */
   stats(): MountStats {
-    return { ...this.raw.stats(), fetches: this.flight.calls, coalesced: this.flight.shared };
+    const out: MountStats = { ...this.raw.stats(), fetches: this.flight.calls, coalesced: this.flight.shared };
+    if (this.store) out.storage = this.store.stats();
+    return out;
   }
 
   /**
-   * Unmounts (lazily: open files do not block it; they get errors after)
-   * and stops the session. Idempotent.
+   * Unmounts (lazily: open files do not block it; they get errors after),
+   * stops the session, then closes the store (stopping its background
+   * fills) and the archive. Idempotent.
    */
   unmount(): Promise<void> {
     if (!this.stopping) {
-      this.stopping = this.raw.stop().finally(() => live.delete(this));
+      this.stopping = this.raw
+        .stop()
+        .finally(async () => {
+          await this.store?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the layer store failed'));
+          this.archive.close();
+        })
+        .finally(() => live.delete(this));
     }
     return this.stopping;
   }
 
   /** @internal */
-  handleMiss(readMiss: ReadMiss | undefined, layers: MountLayer[], id: number, layer: number, offset: number, length: number): void {
+  handleMiss(readMiss: ReadMiss | null, layers: MountLayer[], id: number, layer: number, offset: number, length: number): void {
     const info = layers[layer];
     if (!readMiss || !info) {
       this.raw.fail(id, os.constants.errno.EIO);
@@ -216,34 +265,48 @@ export async function mount(options: MountOptions): Promise<Mount> {
   const mountpoint = path.resolve(options.mountpoint);
   const archivePath = path.resolve(options.archive);
   const archive = ClipArchive.open(archivePath);
-  const layers: MountLayer[] = archive.layers().map((l, index) => ({ ...l, index }));
-  if (prepareMountpoint(mountpoint)) log.info({ mountpoint }, 'cleaned a dead mount left on the mountpoint');
-
-  const Raw = (native as unknown as { MountSession: RawMountSessionClass }).MountSession;
-  let m: Mount | null = null;
-  const raw = new Raw(
-    {
-      archive: archivePath,
-      mountpoint,
-      threads: options.threads ?? defaultThreads(),
-      cacheDir: options.cacheDir ? path.resolve(options.cacheDir) : '',
-      deadlineMs: options.deadlineMs ?? 30000,
-      allowOther: options.allowOther ?? true,
-      cloneFd: options.cloneFd ?? true,
-      readAheadKb: options.readAheadKb ?? 4096,
-      debug: options.debug ?? false,
-    },
-    (id, layer, offset, length) => m!.handleMiss(options.readMiss, layers, id, layer, offset, length),
-    () => m?.handleEnded(),
-  );
-  m = new Mount(raw, mountpoint, archivePath);
+  let store: LayerStore | null = null;
+  let raw: RawMountSession | null = null;
   try {
+    const layers: MountLayer[] = archive.layers().map((l, index) => ({ ...l, index }));
+    if (prepareMountpoint(mountpoint)) log.info({ mountpoint }, 'cleaned a dead mount left on the mountpoint');
+    let readMiss: ReadMiss | null;
+    let cacheDir: string;
+    if (options.readMiss !== undefined) {
+      readMiss = options.readMiss;
+      cacheDir = options.cacheDir ? path.resolve(options.cacheDir) : '';
+    } else {
+      cacheDir = defaultCacheDir(options.cacheDir);
+      store = await LayerStore.open({ memoryCacheBytes: MOUNT_MEMORY_CACHE_BYTES, ...options.storage, archive, cacheDir });
+      readMiss = storeReadMiss(store);
+    }
+
+    const Raw = (native as unknown as { MountSession: RawMountSessionClass }).MountSession;
+    let m: Mount | null = null;
+    raw = new Raw(
+      {
+        archive: archivePath,
+        mountpoint,
+        threads: options.threads ?? defaultThreads(),
+        cacheDir,
+        deadlineMs: options.deadlineMs ?? 30000,
+        allowOther: options.allowOther ?? true,
+        cloneFd: options.cloneFd ?? true,
+        readAheadKb: options.readAheadKb ?? 4096,
+        debug: options.debug ?? false,
+      },
+      (id, layer, offset, length) => m!.handleMiss(readMiss, layers, id, layer, offset, length),
+      () => m?.handleEnded(),
+    );
+    m = new Mount(raw, mountpoint, archivePath, cacheDir, store, archive);
     await raw.start();
+    live.add(m);
+    log.debug({ mountpoint, archive: archivePath, cacheDir }, 'mounted');
+    return m;
   } catch (e) {
-    await raw.stop().catch(() => undefined);
+    await raw?.stop().catch(() => undefined);
+    await store?.close().catch(() => undefined);
+    archive.close();
     throw e;
   }
-  live.add(m);
-  log.debug({ mountpoint, archive: archivePath }, 'mounted');
-  return m;
 }
