@@ -30,9 +30,13 @@ LayerCacheFiles::LayerCacheFiles(const core::ArchiveView& archive, std::string c
   }
 }
 
-LayerCacheFiles::~LayerCacheFiles() {
+LayerCacheFiles::~LayerCacheFiles() { ReleaseAll(); }
+
+void LayerCacheFiles::ReleaseAll() {
+  std::lock_guard lock(open_mutex_);
+  released_ = true;
   for (uint32_t i = 0; i < count_; ++i) {
-    const int fd = slots_[i].fd.load();
+    const int fd = slots_[i].fd.exchange(-1);
     if (fd >= 0) ::close(fd);  // closing drops the flock
   }
 }
@@ -48,7 +52,7 @@ int LayerCacheFiles::Fd(uint32_t index) {
 int LayerCacheFiles::TryOpen(Slot& slot) {
   std::lock_guard lock(open_mutex_);
   int fd = slot.fd.load(std::memory_order_acquire);
-  if (fd >= 0) return fd;  // another thread won
+  if (fd >= 0 || released_) return fd;  // another thread won, or the mount is over
   fd = ::open(slot.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::open(slot.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;

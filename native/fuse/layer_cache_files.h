@@ -33,6 +33,11 @@ class LayerCacheFiles {
   // Closes (and so unpins) every open layer file.
   ~LayerCacheFiles();
 
+  // Closes (and so unpins) every open layer file now; later Fd() calls
+  // answer -1. Call only when no thread can still be reading through an
+  // fd it got from Fd() (the session's loop has ended).
+  void ReleaseAll();
+
   // The open, pinned fd of layer `index`'s cached file, or -1 when it is not
   // (yet) in the cache. Tries to open it when it is not open; never blocks
   // on a lock. Thread-safe.
@@ -60,6 +65,7 @@ class LayerCacheFiles {
   // Lock order: leaf. Serialises opening so one layer is opened once;
   // readers of an open slot never take it.
   std::mutex open_mutex_;
+  bool released_ = false;  // guarded by open_mutex_
 };
 
 }  // namespace clip::fuse

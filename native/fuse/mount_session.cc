@@ -135,6 +135,9 @@ void MountSession::Stop() {
     loop_.join();
   }
   fs_->pending().FailAll(EIO);
+  // The workers are gone: unpin the cached layers now, not when the
+  // session object is collected.
+  fs_->layers().ReleaseAll();
   mounted_ = false;
   running_ = false;
 }

@@ -1,0 +1,197 @@
+/**
+ * The mount over the storage tiers: from an empty disk cache, a read is
+ * served from source spans while the layer fills into the cache in the
+ * background; once the fill is verified, reads are spliced natively from
+ * the cached file (cachedReads), and the whole tree still equals `umoci
+ * unpack`. Layers of a live mount are pinned against eviction (and stamped
+ * used), and released on unmount. `clip-native mount REF` indexes the image
+ * into the cache (once per manifest digest) from an OCI layout and from a
+ * real registry, then mounts it.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ClipArchive } from '../src/archive/reader';
+import { mountpointState } from '../src/mount/stale';
+import { DiskCache } from '../src/storage/disk-cache';
+import { debianRootfs } from './fixtures';
+import { assertSameTree, demoArchive, demoLayout, mountpoint, PathRecord, scratchDir, shAsync, unpack, walkTree, warmCache, withMount } from './mount-helpers';
+import { RegistryHandle, startRegistry } from './registry-harness';
+
+const CLI = path.resolve(__dirname, '../src/cli/main.js');
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, '--log-level', 'error', ...args], { encoding: 'utf8', timeout: 180000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs the CLI without blocking this process's JS thread. */
+function cliAsync(args: string[]): Promise<string> {
+  return shAsync([process.execPath, CLI, '--log-level', 'error', ...args].map((a) => `'${a}'`).join(' '), { timeoutMs: 180000 });
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 120000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function pidOf(stdout: string): number {
+  return Number(/\(pid (\d+)\)/.exec(stdout)![1]);
+}
+
+function layerHexes(archiveFile: string): string[] {
+  const a = ClipArchive.open(archiveFile);
+  try {
+    return a.layers().map((l) => l.diffId.replace(/^sha256:/, ''));
+  } finally {
+    a.close();
+  }
+}
+
+const rootfsFile = (p: string) => fs.readFileSync(path.join(debianRootfs(), p));
+
+describe('mount over the storage tiers', () => {
+  let clip: string;
+  let oracle: Record<string, PathRecord>;
+  let work: string;
+
+  before(async () => {
+    work = scratchDir('clip-mount-storage-');
+    clip = await demoArchive();
+    oracle = await walkTree(unpack(demoLayout(), 'bookworm', path.join(work, 'bundle')));
+  });
+
+  it('empty cache: source spans, background fill, then native splices; the tree equals umoci unpack', async () => {
+    const cacheDir = path.join(work, 'cache-fill');
+    const [bottom] = layerHexes(clip);
+    await withMount({ archive: clip, mountpoint: mountpoint(), cacheDir, storage: { prefetch: 'background' } }, async (m) => {
+      assert.equal(m.cacheDir, cacheDir);
+      // 1. A cold read: a miss, answered from a source span.
+      assert.ok((await fs.promises.readFile(`${m.mountpoint}/etc/os-release`)).equals(rootfsFile('usr/lib/os-release')));
+      let s = m.stats();
+      assert.ok(s.misses > 0 && s.cachedReads === 0, `misses ${s.misses}, cached ${s.cachedReads}`);
+      assert.ok(s.storage!.tiers.source.hits > 0, 'served by the source tier');
+      // 2. The bottom layer fills in the background and is verified.
+      await until('the background fill', () => m.stats().storage!.fills.completed >= 1 && fs.existsSync(path.join(cacheDir, 'layers/sha256', bottom)));
+      // 3. Reads of that layer are now spliced natively: no miss reaches TypeScript.
+      const missesBefore = m.stats().misses;
+      assert.ok((await fs.promises.readFile(`${m.mountpoint}/usr/bin/bash`)).equals(rootfsFile('usr/bin/bash')));
+      s = m.stats();
+      assert.equal(s.misses, missesBefore, 'no miss for a cached layer');
+      assert.ok(s.cachedReads > 0 && s.cachedBytes >= fs.statSync(path.join(debianRootfs(), 'usr/bin/bash')).size, `cached ${s.cachedBytes} bytes`);
+      // 4. Everything, through whatever tier has it, equals the oracle.
+      assertSameTree(await walkTree(m.mountpoint), oracle);
+      await until('every layer filled', () => layerHexes(clip).every((h) => fs.existsSync(path.join(cacheDir, 'layers/sha256', h))));
+    });
+  });
+
+  it('layers of a live mount are pinned and stamped used; unmount releases them', async () => {
+    const cacheDir = path.join(work, 'cache-pin');
+    warmCache(clip, demoLayout(), cacheDir);
+    const disk = new DiskCache(cacheDir);
+    const hexes = layerHexes(clip);
+    const old = new Date('2001-01-01T00:00:00Z');
+    for (const h of hexes) fs.utimesSync(path.join(cacheDir, 'layers/sha256', h), old, old);
+    await withMount({ archive: clip, mountpoint: mountpoint(), cacheDir }, async (m) => {
+      assert.equal(m.stats().layersOpen, hexes.length, 'every cached layer pinned at mount');
+      const listing = disk.list();
+      assert.deepEqual(listing.layers.map((l) => l.pinned), hexes.map(() => true));
+      for (const l of listing.layers) assert.ok(l.lastUsedMs > Date.now() - 600000, `atime of ${l.hex} refreshed`);
+      // Eviction of everything not in use leaves the mounted image's layers.
+      const removed = disk.prune(0);
+      assert.equal(removed.layers.length, 0);
+      assert.match(await shAsync(`cat '${m.mountpoint}/opt/clip-demo/hello.txt'`), /second layer/);
+    });
+    assert.deepEqual(disk.list().layers.map((l) => l.pinned), hexes.map(() => false), 'unpinned after unmount');
+    assert.equal(disk.prune(0).layers.length, hexes.length, 'evictable after unmount');
+  });
+
+  it('CLI: --prefetch none fills nothing; --prefetch eager has the layer cached after the first read', async () => {
+    for (const prefetch of ['none', 'eager'] as const) {
+      const cacheDir = path.join(work, `cache-cli-${prefetch}`);
+      const mp = mountpoint();
+      const r = cli(['mount', clip, mp, '--cache-dir', cacheDir, '--prefetch', prefetch]);
+      assert.equal(r.status, 0, r.stderr);
+      const pid = pidOf(r.stdout);
+      try {
+        assert.match(await shAsync(`cat '${mp}/etc/motd'`), /clip-native demo/);
+        const cached = fs.readdirSync(path.join(cacheDir, 'layers/sha256')).filter((n) => /^[0-9a-f]{64}$/.test(n));
+        if (prefetch === 'none') assert.deepEqual(cached, []);
+        else assert.ok(cached.length >= 1, 'the first read waited for the fill');
+      } finally {
+        assert.equal(cli(['umount', mp]).status, 0);
+        await until('the mount process to exit', () => {
+          try {
+            process.kill(pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        }, 10000);
+      }
+    }
+  });
+
+  describe('mount REF: index into the cache, then mount', () => {
+    let registry: RegistryHandle;
+
+    before(async () => {
+      registry = await startRegistry();
+      await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
+    });
+    after(async () => {
+      await registry?.stop();
+    });
+
+    for (const kind of ['layout', 'registry'] as const) {
+      it(`${kind}: indexed once per manifest digest, reads equal the image's files`, async () => {
+        const cacheDir = path.join(work, `cache-ref-${kind}`);
+        const ref = kind === 'layout' ? `oci:${demoLayout()}:bookworm` : `${registry.host}/demo:bookworm`;
+        const extra = kind === 'registry' ? ['--insecure'] : [];
+        const archives = path.join(cacheDir, 'archives/sha256');
+        let archiveFile = '';
+        for (const round of [1, 2]) {
+          const mp = mountpoint();
+          const out = await cliAsync(['mount', ref, mp, '--cache-dir', cacheDir, ...extra]);
+          const pid = pidOf(out);
+          try {
+            const files = fs.readdirSync(archives).filter((n) => n.endsWith('.clip'));
+            assert.equal(files.length, 1, `one archive: ${files.join(', ')}`);
+            const file = path.join(archives, files[0]);
+            if (round === 1) archiveFile = file;
+            else assert.equal(fs.statSync(file).mtimeMs, fs.statSync(archiveFile).mtimeMs, 'the second mount reused the archive');
+            assert.ok(fs.readFileSync(`${mp}/usr/bin/ls`).equals(rootfsFile('usr/bin/ls')));
+            assert.match(fs.readFileSync(`${mp}/opt/clip-demo/hello.txt`, 'utf8'), /second layer/);
+          } finally {
+            assert.equal(cli(['umount', mp]).status, 0);
+            for (let i = 0; i < 100; i++) {
+              try {
+                process.kill(pid, 0);
+              } catch {
+                break;
+              }
+              await sleep(50);
+            }
+            assert.equal(mountpointState(mp), 'free');
+          }
+        }
+        // The archive names the manifest it was indexed from.
+        const a = ClipArchive.open(archiveFile);
+        try {
+          assert.equal(`sha256:${path.basename(archiveFile, '.clip')}`, a.imageConfig().manifestDigest);
+        } finally {
+          a.close();
+        }
+      });
+    }
+  });
+});
