@@ -79,9 +79,9 @@ describe('mount over the storage tiers', () => {
       assert.ok((await fs.promises.readFile(`${m.mountpoint}/etc/os-release`)).equals(rootfsFile('usr/lib/os-release')));
       let s = m.stats();
       assert.ok(s.misses > 0 && s.cachedReads === 0, `misses ${s.misses}, cached ${s.cachedReads}`);
-      assert.ok(s.storage!.tiers.source.hits > 0, 'served by the source tier');
+      assert.ok(m.store!.stats().tiers.source.hits > 0, 'served by the source tier');
       // 2. The bottom layer fills in the background and is verified.
-      await until('the background fill', () => m.stats().storage!.fills.completed >= 1 && fs.existsSync(path.join(cacheDir, 'layers/sha256', bottom)));
+      await until('the background fill', () => m.store!.stats().fills.completed >= 1 && fs.existsSync(path.join(cacheDir, 'layers/sha256', bottom)));
       // 3. Reads of that layer are now spliced natively: no miss reaches TypeScript.
       const missesBefore = m.stats().misses;
       assert.ok((await fs.promises.readFile(`${m.mountpoint}/usr/bin/bash`)).equals(rootfsFile('usr/bin/bash')));

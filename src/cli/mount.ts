@@ -97,7 +97,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
     m.once('ended', () => finish('unmounted from outside'));
   });
   await source?.close().catch(() => undefined);
-  const stats = m.stats();
+  const stats = { mount: m.stats(), storage: m.store?.stats() };
   log.info({ stats }, 'stopped');
   if (flags.stats) process.stderr.write(`${JSON.stringify(stats)}\n`);
 }

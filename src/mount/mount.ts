@@ -23,7 +23,7 @@ import { ClipArchive, ArchiveLayer } from '../archive/reader';
 import { native } from '../native';
 import { log } from '../log';
 import { defaultCacheDir } from '../storage/disk-cache';
-import { LayerStore, LayerStoreOptions, StorageStats } from '../storage/store';
+import { LayerStore, LayerStoreOptions } from '../storage/store';
 import { SingleFlight } from './singleflight';
 import { prepareMountpoint } from './stale';
 
@@ -93,8 +93,6 @@ export interface MountStats {
   fetches: number;
   /** Misses that joined a fetch already in flight. */
   coalesced: number;
-  /** The storage tiers' counters, when the mount built its own store. */
-  storage?: StorageStats;
 }
 
 interface RawMountSession {
@@ -198,11 +196,9 @@ export class Mount extends EventEmitter {
     this.cacheDir = cacheDir;
   }
 
-  /** Counters of the session (native), of the miss path, and of the store's tiers. */
+  /** Counters of the session (native) and of the miss path (the store's own: `store.stats()`). */
   stats(): MountStats {
-    const out: MountStats = { ...this.raw.stats(), fetches: this.flight.calls, coalesced: this.flight.shared };
-    if (this.store) out.storage = this.store.stats();
-    return out;
+    return { ...this.raw.stats(), fetches: this.flight.calls, coalesced: this.flight.shared };
   }
 
   /**
