@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # + apache2-utils (htpasswd) + openssl (a real registry with auth), gzip peers.
 # Benchmarks: python3-indexed-gzip, igzip, pigz, GNU time, squashfuse +
 # squashfs-tools (the mount benchmark's FUSE peer). prometheus: its promtool
-# checks the metrics export (its service is not started here).
+# checks the metrics export (its service is not started here). crun: the
+# runtimes guide's test and the cold-start benchmark.
 PACKAGES=(
   build-essential pkg-config python3
   libisal-dev isal zlib1g-dev libssl-dev libfuse3-dev fuse3
@@ -20,6 +21,7 @@ PACKAGES=(
   python3-indexed-gzip time hyperfine
   squashfuse squashfs-tools
   prometheus
+  crun
 )
 
 missing=()
