@@ -88,8 +88,7 @@ Napi::Value ArchiveReaderWrap::Info(const Napi::CallbackInfo& info) {
 
 Napi::Value ArchiveReaderWrap::LookupPath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) ThrowInvalid(env, "lookupPath expects a path string");
-  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const std::string path = PathFromJs(env, info[0], "lookupPath's path");
   const core::Ino ino = Guard(env, [&] { return view(env).LookupPath(path); });
   return ino ? Napi::Number::New(env, static_cast<double>(ino)) : env.Null();
 }
@@ -97,8 +96,7 @@ Napi::Value ArchiveReaderWrap::LookupPath(const Napi::CallbackInfo& info) {
 Napi::Value ArchiveReaderWrap::Lookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const core::Ino dir = ToIno(env, info[0]);
-  if (!info[1].IsString()) ThrowInvalid(env, "lookup expects a name string");
-  const std::string name = info[1].As<Napi::String>().Utf8Value();
+  const std::string name = PathFromJs(env, info[1], "lookup's name");
   const core::Ino ino = Guard(env, [&] { return view(env).Lookup(dir, name); });
   return ino ? Napi::Number::New(env, static_cast<double>(ino)) : env.Null();
 }
@@ -137,7 +135,7 @@ Napi::Value ArchiveReaderWrap::ReadDir(const Napi::CallbackInfo& info) {
   Guard(env, [&] {
     view(env).ReadDir(ino, offset, [&](const core::DirEntryView& e, uint64_t) {
       Napi::Object entry = Napi::Object::New(env);
-      entry.Set("name", Utf8(env, e.name));
+      entry.Set("name", PathToJs(env, e.name));
       entry.Set("ino", static_cast<double>(e.ino));
       out.Set(count++, entry);
       return count < limit;
@@ -150,7 +148,7 @@ Napi::Value ArchiveReaderWrap::ReadDir(const Napi::CallbackInfo& info) {
 Napi::Value ArchiveReaderWrap::ReadLink(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const core::Ino ino = ToIno(env, info[0]);
-  return Utf8(env, Guard(env, [&] { return view(env).ReadLink(ino); }));
+  return PathToJs(env, Guard(env, [&] { return view(env).ReadLink(ino); }));
 }
 
 Napi::Value ArchiveReaderWrap::Xattrs(const Napi::CallbackInfo& info) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 
+#include "convert.h"
 #include "errors.h"
 
 namespace clip::binding {
@@ -29,8 +30,7 @@ int64_t ToInt(Napi::Env env, Napi::Value value, const char* what, int64_t min, i
 }
 
 std::string ToPath(Napi::Env env, Napi::Value value) {
-  if (!value.IsString()) ThrowInvalid(env, "path must be a string");
-  std::string path = value.As<Napi::String>().Utf8Value();
+  std::string path = PathFromJs(env, value, "path");
   if (path.empty() || path.find('\0') != std::string::npos) ThrowInvalid(env, "path must be non-empty and hold no NUL");
   return path;
 }

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import { ClipError } from '../errors';
 import { native } from '../native';
+import { fromNativePath } from '../path-bytes';
 import type { NodeType } from '../index/merge';
 
 export interface ArchiveInfo {
@@ -86,8 +87,8 @@ interface RawArchiveReader {
   lookupPath(path: string): number | null;
   lookup(dir: number, name: string): number | null;
   stat(ino: number): ArchiveStat;
-  readdir(ino: number, offset?: number, limit?: number): ArchiveDirEntry[];
-  readlink(ino: number): string;
+  readdir(ino: number, offset?: number, limit?: number): Array<{ name: string | Buffer; ino: number }>;
+  readlink(ino: number): string | Buffer;
   xattrs(ino: number): Record<string, Buffer>;
   layers(): ArchiveLayer[];
   checkpoints(layer: number): Buffer;
@@ -145,14 +146,16 @@ export class ClipArchive {
     return this.raw.stat(ino);
   }
 
-  /** Entries of directory `ino` in name-byte order, from `offset`, at most `limit`. */
+  /** Entries of directory `ino` in name-byte order, from `offset`, at most `limit`. Names are path strings (path-bytes.ts). */
   readdir(ino: number, offset?: number, limit?: number): ArchiveDirEntry[] {
-    return this.raw.readdir(ino, offset, limit);
+    const entries = this.raw.readdir(ino, offset, limit);
+    for (const e of entries) if (typeof e.name !== 'string') e.name = fromNativePath(e.name);
+    return entries as ArchiveDirEntry[];
   }
 
-  /** Errors: EINVAL when `ino` is not a symlink. */
+  /** The target as a path string (path-bytes.ts). Errors: EINVAL when `ino` is not a symlink. */
   readlink(ino: number): string {
-    return this.raw.readlink(ino);
+    return fromNativePath(this.raw.readlink(ino));
   }
 
   xattrs(ino: number): Record<string, Buffer> {
@@ -194,7 +197,7 @@ export class ClipArchive {
       const stat = this.raw.stat(ino);
       yield { path, ino, stat };
       if (stat.type === 'dir') {
-        const entries = this.raw.readdir(ino);
+        const entries = this.readdir(ino);
         for (let i = entries.length - 1; i >= 0; i--) {
           stack.push({ path: path ? `${path}/${entries[i].name}` : entries[i].name, ino: entries[i].ino });
         }

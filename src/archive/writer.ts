@@ -14,6 +14,7 @@
 import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 import { countLinks, MergedNode } from '../index/merge';
+import { pathBytes } from '../path-bytes';
 import {
   ARCHIVE_MAGIC,
   ARCHIVE_VERSION,
@@ -115,7 +116,7 @@ export function writeArchive(root: MergedNode, layers: readonly ArchiveLayerInpu
   for (let n = 0; n < order.length; n++) {
     const node = order[n];
     if (node.type === 'symlink') {
-      const target = Buffer.from(node.linkTarget, 'utf8');
+      const target = pathBytes(node.linkTarget);
       symlinkTarget[n] = strings.raw(target);
       symlinkLength[n] = target.length;
     }
@@ -282,7 +283,7 @@ class StringTable {
   name(name: string): number {
     const seen = this.names.get(name);
     if (seen !== undefined) return seen;
-    const bytes = Buffer.from(name, 'utf8');
+    const bytes = pathBytes(name);
     if (bytes.length === 0 || bytes.length > MAX_NAME_BYTES) {
       throw new ClipError('EUNSUPPORTED', `writeArchive: the name "${name}" is ${bytes.length} bytes (1 to ${MAX_NAME_BYTES} allowed)`);
     }
@@ -317,15 +318,16 @@ class StringTable {
 }
 
 /**
- * A directory's names in UTF-8 byte order (what the native reader's binary
+ * A directory's names in byte order (what the native reader's binary
  * search expects). JavaScript's string order is UTF-16 code-unit order, which
  * agrees with UTF-8 byte order except when surrogates (characters above
- * U+FFFF) meet U+E000..U+FFFF; only then are the names compared as bytes.
+ * U+FFFF, or bytes that are not UTF-8: path-bytes.ts) meet U+E000..U+FFFF;
+ * only then are the names compared as bytes.
  */
 export function sortedNames(children: Map<string, unknown>): string[] {
   const names = [...children.keys()];
   if (names.some((n) => /[\ud800-\uffff]/.test(n))) {
-    const encoded = names.map((n) => ({ n, b: Buffer.from(n, 'utf8') }));
+    const encoded = names.map((n) => ({ n, b: pathBytes(n) }));
     encoded.sort((a, b) => Buffer.compare(a.b, b.b));
     return encoded.map((e) => e.n);
   }

@@ -7,6 +7,7 @@
  */
 import { Command, Option } from 'commander';
 import { ClipError } from '../errors';
+import { pathBytes } from '../path-bytes';
 import { ArchiveStat, ClipArchive, modeString, ROOT_INO } from '../archive/reader';
 import { parseSize } from '../engine/options';
 import { indexImage, IndexProgress } from '../index/build';
@@ -120,7 +121,8 @@ export function registerImageCommands(program: Command): void {
           stat.type === 'dir'
             ? archive.readdir(ino).map((e) => ({ name: e.name, stat: archive.stat(e.ino) }))
             : [{ name: wanted, stat }];
-        process.stdout.write(flags.long ? formatLong(archive, rows) : rows.map((r) => `${r.name}\n`).join(''));
+        // Names are written as their bytes, like ls into a pipe (path-bytes.ts).
+        process.stdout.write(pathBytes(flags.long ? formatLong(archive, rows) : rows.map((r) => `${r.name}\n`).join('')));
       } finally {
         archive.close();
       }

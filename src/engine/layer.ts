@@ -7,6 +7,7 @@
  */
 import { ClipError } from '../errors';
 import { native, RawLayerIndex, RawLayerReader, RawLayerReaderInfo, RawSpan } from '../native';
+import { fromNativePath } from '../path-bytes';
 import { checkOptions } from './options';
 
 export type InflateEngine = 'isal' | 'zlib';
@@ -47,10 +48,19 @@ function checkIndexOptions(options?: IndexLayerOptions): IndexLayerOptions {
   return checked;
 }
 
+/** Names and link targets that are not UTF-8 come from the addon as Buffers: make them path strings (path-bytes.ts). */
+function withPathStrings(index: LayerIndex): LayerIndex {
+  for (const e of index.entries as Array<{ path: string | Buffer; linkTarget: string | Buffer }>) {
+    if (typeof e.path !== 'string') e.path = fromNativePath(e.path);
+    if (typeof e.linkTarget !== 'string') e.linkTarget = fromNativePath(e.linkTarget);
+  }
+  return index;
+}
+
 /** Indexes the layer blob at `path`; the work runs off the JS thread. */
-export function indexLayerFile(path: string, options?: IndexLayerOptions): Promise<LayerIndex> {
+export async function indexLayerFile(path: string, options?: IndexLayerOptions): Promise<LayerIndex> {
   const checked = checkIndexOptions(options);
-  return native.indexLayerFile(path, { name: path, ...checked });
+  return withPathStrings(await native.indexLayerFile(path, { name: path, ...checked }));
 }
 
 /**
@@ -66,7 +76,7 @@ export async function indexLayerStream(
     if (chunk.length === 0) continue;
     await indexer.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
-  return indexer.finish();
+  return withPathStrings(await indexer.finish());
 }
 
 /** Random access to one layer's uncompressed stream. */

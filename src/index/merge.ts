@@ -30,6 +30,7 @@
  * entry costs O(depth) map lookups and dropping a subtree is O(1); link
  * counts are worked out once at the end (see countLinks), not maintained.
  */
+import { pathByteLength } from '../path-bytes';
 import { ClipError } from '../errors';
 import type { TarEntry } from '../engine/layer';
 
@@ -141,7 +142,7 @@ export function pathComponents(raw: string, where: string): string[] {
   for (const p of parts) {
     if (p === '' || p === '.') continue;
     if (p === '..') throw new ClipError('ECORRUPT', `${where}: entry "${raw}" has a ".." component (it would escape the root)`);
-    if (p.length > MAX_NAME_BYTES / 3 && Buffer.byteLength(p) > MAX_NAME_BYTES) {
+    if (p.length > MAX_NAME_BYTES / 3 && pathByteLength(p) > MAX_NAME_BYTES) {
       throw new ClipError('EUNSUPPORTED', `${where}: entry "${raw}" has a name longer than ${MAX_NAME_BYTES} bytes`);
     }
     out.push(p);

@@ -21,6 +21,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { pathBytes } from '../path-bytes';
 import { ArchiveStat } from '../archive/reader';
 import { ClipError } from '../errors';
 import { log } from '../log';
@@ -73,10 +74,11 @@ export async function extractArchive(store: LayerStore, dir: string, options: { 
   const isRoot = process.getuid?.() === 0;
   const result: ExtractResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, devices: 0, fifos: 0, bytes: 0, skipped: { owners: 0, devices: 0, xattrs: 0 } };
   const archive = store.archive;
-  const firstPath = new Map<number, string>(); // inode -> where its first name was written
-  const dirs: Array<{ full: string; ino: number; stat: ArchiveStat }> = [];
+  // Filesystem paths are Buffers: image names need not be UTF-8 (path-bytes.ts).
+  const firstPath = new Map<number, Buffer>(); // inode -> where its first name was written
+  const dirs: Array<{ full: Buffer; ino: number; stat: ArchiveStat }> = [];
 
-  const applyOwnerModeXattrs = (full: string, ino: number, stat: ArchiveStat, isLink: boolean) => {
+  const applyOwnerModeXattrs = (full: Buffer, ino: number, stat: ArchiveStat, isLink: boolean) => {
     try {
       fs.lchownSync(full, stat.uid, stat.gid);
     } catch (e) {
@@ -96,7 +98,7 @@ export async function extractArchive(store: LayerStore, dir: string, options: { 
       }
     }
   };
-  const setTimes = (full: string, stat: ArchiveStat) => {
+  const setTimes = (full: Buffer, stat: ArchiveStat) => {
     const t = { sec: stat.mtimeSec, nsec: stat.mtimeNsec };
     lutimens(full, t, t);
   };
@@ -104,14 +106,15 @@ export async function extractArchive(store: LayerStore, dir: string, options: { 
   try {
     for (const { path: rel, ino, stat } of archive.walk()) {
       if (rel === '') {
-        dirs.push({ full: root, ino, stat });
+        dirs.push({ full: pathBytes(root), ino, stat });
         continue;
       }
       const parts = rel.split('/');
       for (const p of parts) checkName(p, rel);
-      const full = path.join(root, ...parts);
-      if (!full.startsWith(root + path.sep)) throw new ClipError('ECORRUPT', `refusing to extract ${rel}: it would land outside ${root}`);
+      const joined = path.join(root, ...parts);
+      if (!joined.startsWith(root + path.sep)) throw new ClipError('ECORRUPT', `refusing to extract ${rel}: it would land outside ${root}`);
       options.onEntry?.(rel);
+      const full = pathBytes(joined);
       const seen = firstPath.get(ino);
       if (seen !== undefined && stat.type !== 'dir') {
         fs.linkSync(seen, full);
@@ -136,7 +139,7 @@ export async function extractArchive(store: LayerStore, dir: string, options: { 
           break;
         }
         case 'symlink':
-          fs.symlinkSync(archive.readlink(ino), full);
+          fs.symlinkSync(pathBytes(archive.readlink(ino)), full);
           result.symlinks++;
           applyOwnerModeXattrs(full, ino, stat, true);
           break;

@@ -10,9 +10,9 @@ import { native } from '../native';
 
 interface RawFsBinding {
   fsTryFlock(fd: number, op: 'shared' | 'exclusive' | 'unlock'): number;
-  fsMknod(path: string, mode: number, major: number, minor: number): number;
-  fsLutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
-  fsLsetxattr(path: string, name: string, value: Buffer): number;
+  fsMknod(path: string | Buffer, mode: number, major: number, minor: number): number;
+  fsLutimens(path: string | Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
+  fsLsetxattr(path: string | Buffer, name: string, value: Buffer): number;
 }
 
 const raw = native as unknown as RawFsBinding;
@@ -20,7 +20,8 @@ const raw = native as unknown as RawFsBinding;
 const ERRNO_NAMES = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
 /** The Node-style error for an errno from a system call on `path`. */
-function errnoError(errno: number, syscall: string, path?: string): NodeJS.ErrnoException {
+function errnoError(errno: number, syscall: string, bytes?: string | Buffer): NodeJS.ErrnoException {
+  const path = Buffer.isBuffer(bytes) ? bytes.toString('utf8') : bytes;
   const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
   const err: NodeJS.ErrnoException = new Error(`${code}: ${syscall} failed${path ? ` on ${path}` : ''} (errno ${errno})`);
   err.code = code;
@@ -46,19 +47,19 @@ export function tryFlock(fd: number, op: FlockOp): boolean {
 }
 
 /** mknod(path, mode, makedev(major, minor)); mode includes S_IFCHR/S_IFBLK/S_IFIFO. Errors: Node-style. */
-export function mknod(path: string, mode: number, major: number, minor: number): void {
+export function mknod(path: string | Buffer, mode: number, major: number, minor: number): void {
   const errno = raw.fsMknod(path, mode, major, minor);
   if (errno !== 0) throw errnoError(errno, 'mknod', path);
 }
 
 /** Sets atime and mtime with nanoseconds, on the link itself for a symlink. Errors: Node-style. */
-export function lutimens(path: string, atime: { sec: number; nsec: number }, mtime: { sec: number; nsec: number }): void {
+export function lutimens(path: string | Buffer, atime: { sec: number; nsec: number }, mtime: { sec: number; nsec: number }): void {
   const errno = raw.fsLutimens(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
   if (errno !== 0) throw errnoError(errno, 'utimensat', path);
 }
 
 /** lsetxattr(path, name, value, 0). Errors: Node-style (ENOTSUP, EPERM, ...). */
-export function lsetxattr(path: string, name: string, value: Buffer): void {
+export function lsetxattr(path: string | Buffer, name: string, value: Buffer): void {
   const errno = raw.fsLsetxattr(path, name, value);
   if (errno !== 0) throw errnoError(errno, 'lsetxattr', path);
 }
