@@ -17,6 +17,9 @@ import { MetricsExporter, parseListenAddress, renderPrometheus } from '../src/st
 import { LayerStore } from '../src/storage/store';
 import { debianRootfs, rejectsWith } from './fixtures';
 import { demoArchive, mountpoint, scratchDir, shAsync, withMount } from './mount-helpers';
+import { freePort } from './registry-harness';
+
+const CLI = path.resolve(__dirname, '../src/cli/main.js');
 
 log.level = process.env.CLIP_LOG_LEVEL ?? 'error';
 
@@ -129,6 +132,38 @@ describe('the Prometheus metrics export', () => {
     } finally {
       await store.close();
     }
+  });
+
+  test('clip-native mount --metrics-addr --metrics-file: scraped while mounted, the file holds the last numbers after umount', async () => {
+    const work = scratchDir('clip-prom-cli-');
+    const archive = await demoArchive();
+    const mp = mountpoint();
+    const file = path.join(work, 'clip.prom');
+    const port = await freePort();
+    const cli = (...args: string[]) => shAsync([process.execPath, CLI, ...args].map((a) => `'${a}'`).join(' '));
+    await cli('mount', archive, mp, '--cache-dir', path.join(work, 'cache'), '--prefetch', 'none', '--metrics-addr', `127.0.0.1:${port}`, '--metrics-file', file, '--metrics-interval', '100');
+    try {
+      const passwd = await shAsync(`cat '${mp}/etc/passwd'`);
+      assert.equal(passwd, fs.readFileSync(path.join(debianRootfs(), 'etc/passwd'), 'utf8'));
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.equal(promtool(text), '', text);
+      const v = samples(text);
+      assert.ok(v.get('clip_fuse_misses_total')! >= 1, text);
+      assert.ok(v.get('clip_tier_hits_total{tier="source"}')! >= 1, text);
+      assert.equal(v.get('clip_fuse_running'), 1);
+    } finally {
+      await cli('umount', mp);
+    }
+    // The mount process writes the file a last time as it stops.
+    const deadline = Date.now() + 10_000;
+    while (!fs.existsSync(file) || samples(fs.readFileSync(file, 'utf8')).get('clip_fuse_running') !== 0) {
+      assert.ok(Date.now() < deadline, 'the metrics file never showed the stopped mount');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(promtool(fs.readFileSync(file, 'utf8')), '');
+    assert.ok(samples(fs.readFileSync(file, 'utf8')).get('clip_fuse_reads_total')! >= 1);
+    // A bad address is refused before anything is mounted.
+    await assert.rejects(cli('mount', archive, mp, '--metrics-addr', 'nonsense'), /HOST:PORT/);
   });
 
   test('bad addresses and a taken port fail with one clear error', async () => {

@@ -2,6 +2,7 @@
  * The mount commands:
  *   mount FILE.clip|REF MOUNTPOINT [--threads N] [--cache-dir DIR] [--cache-size SIZE]
  *         [--prefetch none|background|eager] [--redis URL] [--source REF|DIR] [--foreground]
+ *         [--metrics-addr HOST:PORT] [--metrics-file FILE [--metrics-interval MS]]
  *   umount MOUNTPOINT [--lazy]
  * REF is an image reference as `index` takes it: the image is indexed into
  * the cache directory first (an archive already there for the same manifest
@@ -11,6 +12,8 @@
  * and returns once the child says the mount is ready (one line on a pipe at
  * fd 3). --foreground stays attached and unmounts on SIGINT/SIGTERM/SIGHUP,
  * or exits when the mount is taken away from outside (umount).
+ * --metrics-addr/--metrics-file export the tiers' and FUSE counters in the
+ * Prometheus text format for the mount's life (docs/metrics.md).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -22,6 +25,7 @@ import { archiveForImage } from '../mount/image';
 import { mount, MountOptions } from '../mount/mount';
 import { mountpointState, unmountPath } from '../mount/stale';
 import { OciLayoutSource, openImageSource, parseImageReference } from '../oci';
+import { MetricsExporter, parseListenAddress, renderPrometheus } from '../storage/prometheus';
 import type { ImageSource } from '../oci';
 import { addTierOptions, storeOptions, TierFlags } from './storage';
 
@@ -34,6 +38,9 @@ interface MountFlags extends TierFlags {
   logFile?: string;
   readyFd?: string;
   debug?: boolean;
+  metricsAddr?: string;
+  metricsFile?: string;
+  metricsInterval?: string;
 }
 
 function positiveInt(text: string, what: string): number {
@@ -53,6 +60,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
   const readyFd = flags.readyFd !== undefined ? Number(flags.readyFd) : undefined;
   let m;
   let source: ImageSource | undefined;
+  let exporter: MetricsExporter | null = null;
   try {
     const { archive: _archive, cacheDir, ...storage } = storeOptions(archive, flags);
     if (flags.source) source = await openSourceFlag(flags.source, flags);
@@ -66,6 +74,19 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
       debug: flags.debug,
     };
     m = await mount(options);
+    if (flags.metricsAddr !== undefined || flags.metricsFile !== undefined) {
+      const mounted = m;
+      exporter = await MetricsExporter.start({
+        listen: flags.metricsAddr,
+        file: flags.metricsFile,
+        intervalMs: flags.metricsInterval !== undefined ? positiveInt(flags.metricsInterval, '--metrics-interval') : undefined,
+        render: () => renderPrometheus({ store: mounted.store, mount: mounted }),
+      }).catch(async (e: unknown) => {
+        await mounted.unmount().catch(() => undefined);
+        throw e;
+      });
+      log.info({ address: exporter.address, file: flags.metricsFile }, 'exporting metrics');
+    }
   } catch (e) {
     await source?.close().catch(() => undefined);
     if (readyFd !== undefined) {
@@ -96,6 +117,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => finish(sig));
     m.once('ended', () => finish('unmounted from outside'));
   });
+  await exporter?.close();
   await source?.close().catch(() => undefined);
   const stats = { mount: m.stats(), storage: m.store?.stats() };
   log.info({ stats }, 'stopped');
@@ -112,6 +134,9 @@ async function runBackground(archive: string, mountpoint: string, flags: MountFl
   if (flags.prefetch) args.push('--prefetch', flags.prefetch);
   if (flags.insecure) args.push('--insecure');
   if (flags.source) args.push('--source', fs.existsSync(flags.source) ? path.resolve(flags.source) : flags.source);
+  if (flags.metricsAddr) args.push('--metrics-addr', flags.metricsAddr);
+  if (flags.metricsFile) args.push('--metrics-file', path.resolve(flags.metricsFile));
+  if (flags.metricsInterval) args.push('--metrics-interval', flags.metricsInterval);
   const logFd = flags.logFile ? fs.openSync(flags.logFile, 'a') : 'ignore';
   // glibc keeps freed buffers of the miss path's worker threads in per-thread
   // arenas (tens of MiB in a long-lived mount) once its mmap threshold has
@@ -176,10 +201,15 @@ export function registerMountCommands(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to pick when indexing a multi-platform image (default: this host)')
     .option('--log-file <file>', 'where the background mount process logs (default: nowhere)')
     .option('--debug', "libfuse's request trace on stderr")
+    .option('--metrics-addr <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics while mounted')
+    .option('--metrics-file <file>', 'keep Prometheus metrics in FILE while mounted (rewritten atomically)')
+    .option('--metrics-interval <ms>', 'milliseconds between rewrites of --metrics-file', '10000')
     .addOption(new Option('--ready-fd <fd>').hideHelp())
     .action(async (image: string, mountpoint: string, flags: MountFlags) => {
       if (flags.threads !== undefined) positiveInt(flags.threads, '--threads');
       positiveInt(flags.deadline, '--deadline');
+      if (flags.metricsAddr !== undefined) parseListenAddress(flags.metricsAddr);
+      if (flags.metricsInterval !== undefined) positiveInt(flags.metricsInterval, '--metrics-interval');
       storeOptions(image, flags); // checks the tier flags before indexing or forking
       const archive = await resolveArchive(image, flags);
       if (flags.foreground) await runForeground(archive, mountpoint, flags);
