@@ -22,6 +22,7 @@ import { Command, Option } from 'commander';
 import { ClipError, ClipErrorCode, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
 import { archiveForImage } from '../mount/image';
+import { memoryGovernor } from '../mount/memory';
 import { mount, MountOptions } from '../mount/mount';
 import { mountpointState, unmountPath } from '../mount/stale';
 import { OciLayoutSource, openImageSource, parseImageReference } from '../oci';
@@ -119,7 +120,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
   });
   await exporter?.close();
   await source?.close().catch(() => undefined);
-  const stats = { mount: m.stats(), storage: m.store?.stats() };
+  const stats = { mount: m.stats(), storage: m.store?.stats(), memory: memoryGovernor.stats };
   log.info({ stats }, 'stopped');
   if (flags.stats) process.stderr.write(`${JSON.stringify(stats)}\n`);
 }

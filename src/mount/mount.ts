@@ -24,6 +24,7 @@ import { native } from '../native';
 import { log } from '../log';
 import { defaultCacheDir } from '../storage/disk-cache';
 import { LayerStore, LayerStoreOptions } from '../storage/store';
+import { memoryGovernor } from './memory';
 import { SingleFlight } from './singleflight';
 import { prepareMountpoint } from './stale';
 
@@ -214,7 +215,10 @@ export class Mount extends EventEmitter {
           await this.store?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the layer store failed'));
           this.archive.close();
         })
-        .finally(() => live.delete(this));
+        .finally(() => {
+          live.delete(this);
+          memoryGovernor.release();
+        });
     }
     return this.stopping;
   }
@@ -297,6 +301,7 @@ export async function mount(options: MountOptions): Promise<Mount> {
     m = new Mount(raw, mountpoint, archivePath, cacheDir, store, archive);
     await raw.start();
     live.add(m);
+    memoryGovernor.acquire();
     log.debug({ mountpoint, archive: archivePath, cacheDir }, 'mounted');
     return m;
   } catch (e) {
