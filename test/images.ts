@@ -228,3 +228,58 @@ export function buildRichImage(work: string): string {
   return layout;
 }
 
+
+/** The 100k-entry image: where it lives and what it holds. */
+export interface ManyFilesImage {
+  /** OCI layout directory; the image is tagged "t". */
+  layout: string;
+  /** `umoci unpack` of it: the oracle. */
+  rootfs: string;
+  /** Paths in the tree, the root included. */
+  entries: number;
+}
+
+const MANY_DIRS = 100;
+const MANY_FILES_PER_DIR = 1000;
+
+/**
+ * A one-layer image, packed by `umoci repack`, of 100 directories, each with
+ * 1,000 small files (distinct contents), a symlink and a hardlink: 100,401
+ * entries. Building and unpacking it takes about a minute, so it is built
+ * once into the fixtures directory (under a temporary name, then renamed:
+ * a present directory is always complete) and reused.
+ */
+export function manyFilesImage(fixtures: string): ManyFilesImage {
+  const dir = path.join(fixtures, 'many-files-v1');
+  const entries = 1 + MANY_DIRS * (1 + MANY_FILES_PER_DIR + 2);
+  const image = { layout: path.join(dir, 'layout'), rootfs: path.join(dir, 'unpacked', 'rootfs'), entries };
+  if (fs.existsSync(dir)) return image;
+  const temp = `${dir}.tmp-${process.pid}`;
+  fs.rmSync(temp, { recursive: true, force: true });
+  const layout = path.join(temp, 'layout');
+  const bundle = path.join(temp, 'bundle');
+  sh(`umoci init --layout '${layout}' && umoci new --image '${layout}:t'`);
+  sh(`umoci unpack --rootless=false --image '${layout}:t' '${bundle}' >/dev/null`);
+  python(
+    `
+import os, sys
+root, dirs, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for d in range(dirs):
+    dd = os.path.join(root, 'd%03d' % d)
+    os.makedirs(dd)
+    for i in range(files):
+        with open(os.path.join(dd, 'f%04d.txt' % i), 'w') as f:
+            f.write('file %d of directory %d\\n' % (i, d))
+    os.symlink('f0000.txt', os.path.join(dd, 'link'))
+    os.link(os.path.join(dd, 'f0001.txt'), os.path.join(dd, 'hardlink'))
+`,
+    path.join(bundle, 'rootfs'),
+    String(MANY_DIRS),
+    String(MANY_FILES_PER_DIR),
+  );
+  sh(`umoci repack --image '${layout}:t' '${bundle}' >/dev/null`);
+  fs.rmSync(bundle, { recursive: true, force: true });
+  sh(`umoci unpack --rootless=false --image '${layout}:t' '${path.join(temp, 'unpacked')}' >/dev/null`);
+  fs.renameSync(temp, dir);
+  return image;
+}
