@@ -244,7 +244,7 @@ const MANY_FILES_PER_DIR = 1000;
 
 /**
  * A one-layer image, packed by `umoci repack`, of 100 directories, each with
- * 1,000 small files (distinct contents), a symlink and a hardlink: 100,401
+ * 1,000 small files (distinct contents), a symlink and a hardlink: 100,301
  * entries. Building and unpacking it takes about a minute, so it is built
  * once into the fixtures directory (under a temporary name, then renamed:
  * a present directory is always complete) and reused.
