@@ -11,12 +11,16 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { ClipArchive } from '../src/archive/reader';
 import { ClipError } from '../src/errors';
 import { MountLayer, ReadMiss } from '../src/mount/mount';
 import { findMount, mountpointState } from '../src/mount/stale';
-import { demoArchive, sourceMiss, mountpoint, shAsync, withMount } from './mount-helpers';
+import { indexImage } from '../src/index/build';
+import { RegistrySource } from '../src/oci';
+import { debianRootfs } from './fixtures';
+import { demoArchive, demoLayout, sourceMiss, mountpoint, scratchDir, shAsync, warmCache, withMount } from './mount-helpers';
+import { FaultProxy, RegistryHandle, startFaultProxy, startRegistry } from './registry-harness';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 const ROOTFS_BASH_SHA = () => createHash('sha256').update(fs.readFileSync('/var/cache/clip-native/debian-bookworm-rootfs/usr/bin/bash')).digest('hex');
@@ -179,5 +183,106 @@ describe('mount faults', () => {
     assert.match(noDir.stderr, /does not exist/);
     const notMounted = cli(['umount', mountpoint()]);
     assert.equal(notMounted.status, 2, notMounted.stderr);
+  });
+});
+
+/**
+ * The same faults end to end: misses through the mount's own LayerStore,
+ * whose source is a real registry behind a fault proxy. The demo image's
+ * second layer is in the disk cache; its Debian layer is cold.
+ */
+describe('mount faults through the storage tiers and a real registry', () => {
+  let registry: RegistryHandle;
+  let proxy: FaultProxy;
+  let clip: string;
+  let work: string;
+  const rootfsSha = (p: string) => createHash('sha256').update(fs.readFileSync(path.join(debianRootfs(), p))).digest('hex');
+
+  before(async () => {
+    work = scratchDir('clip-mount-faults-registry-');
+    registry = await startRegistry();
+    await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
+    clip = path.join(work, 'demo.clip');
+    await indexImage(`${registry.host}/demo:bookworm`, { output: clip, insecure: true });
+    proxy = await startFaultProxy(registry.url);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await registry?.stop();
+  });
+
+  /** A cache holding every layer but the bottom (Debian) one. */
+  function cacheWithColdBottom(name: string): string {
+    const cacheDir = path.join(work, name);
+    warmCache(clip, demoLayout(), cacheDir);
+    const bottom = ClipArchive.open(clip).layers()[0].diffId.replace(/^sha256:/, '');
+    fs.rmSync(path.join(cacheDir, 'layers/sha256', bottom));
+    return cacheDir;
+  }
+
+  function proxySource(): RegistrySource {
+    return new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 1, retryBaseMs: 1 });
+  }
+
+  it('the registry stalls mid-read: EIO after the deadline, cached files and metadata keep working', async () => {
+    let ranges = 0;
+    // The first Range request is answered; every later one hangs with its connection open.
+    proxy.setHandler((req) => (req.headers.range && ++ranges > 1 ? { kind: 'stall', after: 0 } : { kind: 'forward' }));
+    const source = proxySource();
+    try {
+      await withMount(
+        { archive: clip, mountpoint: mountpoint(), cacheDir: cacheWithColdBottom('cache-stall'), deadlineMs: 2000, storage: { source, prefetch: 'none' } },
+        async (m) => {
+          const started = Date.now();
+          const reading = shAsync(`cat '${m.mountpoint}/usr/bin/perl' > /dev/null`).then(
+            () => 'ok',
+            (e: Error) => e.message,
+          );
+          await sleep(300);
+          // While perl's reads wait on the dead source, the cached layer and metadata answer.
+          assert.match(await shAsync(`cat '${m.mountpoint}/opt/clip-demo/hello.txt'`), /second layer/);
+          assert.ok((await shAsync(`ls '${m.mountpoint}/usr/bin' | wc -l`)).trim() !== '0');
+          assert.ok(fs.statSync(`${m.mountpoint}/usr/bin/perl`).size > 1 << 20);
+          const result = await reading;
+          const elapsed = Date.now() - started;
+          assert.match(result, /Input\/output error/);
+          assert.ok(elapsed >= 1900 && elapsed < 20000, `failed after ${elapsed} ms`);
+          assert.ok(ranges >= 2, 'the read reached the source and then stalled');
+          assert.ok(m.stats().missTimeouts >= 1);
+        },
+      );
+    } finally {
+      proxy.setHandler(() => ({ kind: 'forward' }));
+      await source.close();
+    }
+  });
+
+  it('64 concurrent readers of one cold file: each span fetched from the registry once', async () => {
+    const seen = new Map<string, number>();
+    proxy.setHandler((req) => {
+      if (req.headers.range) seen.set(String(req.headers.range), (seen.get(String(req.headers.range)) ?? 0) + 1);
+      return { kind: 'forward' };
+    });
+    const source = proxySource();
+    try {
+      await withMount(
+        { archive: clip, mountpoint: mountpoint(), cacheDir: cacheWithColdBottom('cache-64'), storage: { source, prefetch: 'none' } },
+        async (m) => {
+          const out = await shAsync(`for i in $(seq 64); do sha256sum '${m.mountpoint}/usr/bin/perl' & done; wait`);
+          const sums = out.trim().split('\n').map((l) => l.split(' ')[0]);
+          assert.equal(sums.length, 64);
+          assert.deepEqual(new Set(sums), new Set([rootfsSha('usr/bin/perl')]));
+          assert.ok(seen.size >= 1, 'the file came from the registry');
+          const repeated = [...seen].filter(([, n]) => n > 1);
+          assert.deepEqual(repeated, [], 'no span fetched twice');
+          const s = m.stats();
+          assert.equal(s.cachedReads, 0);
+          assert.ok(s.misses >= s.fetches && s.fetches >= 1);
+        },
+      );
+    } finally {
+      proxy.setHandler(() => ({ kind: 'forward' }));
+      await source.close();
+    }
   });
 });
