@@ -12,8 +12,8 @@
  * walk of the demo image, 6 MiB after a collection).
  *
  * So while a mount is live, a timer looks at V8's external memory twice a
- * second and, when it has grown past `budgetBytes` since the last
- * collection, asks for one. A collection of this small heap takes a few
+ * second and asks for a collection when it has grown past `budgetBytes`
+ * since the last one, and once more when the mount goes quiet. A collection of this small heap takes a few
  * milliseconds; the timer is unref'd and stops with the last mount.
  */
 import * as v8 from 'node:v8';
@@ -22,6 +22,8 @@ import { log } from '../log';
 
 const DEFAULT_BUDGET_BYTES = 12 << 20;
 const INTERVAL_MS = 500;
+/** A quiet mount holding this much more than after its last collection is collected once more. */
+const QUIET_SLACK_BYTES = 1 << 20;
 
 let collect: (() => void) | null | undefined;
 
@@ -57,6 +59,9 @@ class MemoryGovernor {
   private baseline = 0;
   /** External bytes when the last collection ran, until the next check; -1 otherwise. */
   private collectedAt = -1;
+  /** External bytes at the last check, and whether the quiet spell since then has had its collection. */
+  private lastSeen = -1;
+  private quietCollected = false;
   readonly stats: MemoryGovernorStats = { collections: 0, freedBytes: 0 };
 
   constructor(private readonly budgetBytes: number) {}
@@ -86,7 +91,14 @@ class MemoryGovernor {
       this.collectedAt = -1;
       return;
     }
-    if (external - this.baseline < this.budgetBytes) return;
+    // Collect when external memory grew by the budget, or once when the
+    // mount goes quiet (nothing changed for a tick): the buffers of the last
+    // burst were live when the baseline was taken, and are dead now.
+    const quiet = external === this.lastSeen && !this.quietCollected;
+    this.quietCollected = this.quietCollected && external === this.lastSeen;
+    this.lastSeen = external;
+    if (external - this.baseline < this.budgetBytes && !(quiet && external > this.baseline + QUIET_SLACK_BYTES)) return;
+    if (quiet) this.quietCollected = true;
     collector()!();
     this.stats.collections++;
     this.collectedAt = external;
