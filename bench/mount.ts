@@ -243,6 +243,7 @@ function main() {
   const bigSize = fs.statSync(p.bigLayerFile).size;
   sh(`cat '${p.bigLayerFile}' > /dev/null`);
   const seqClip: number[] = [];
+  const seqAgain: number[] = [];
   const seqPlain: number[] = [];
   let bigRss = { rss: 0, anon: 0, file: 0 };
   for (let i = 0; i < RUNS; i++) {
@@ -250,6 +251,8 @@ function main() {
     try {
       seqClip.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
       if (i === 0) bigRss = rss(pid);
+      // Again on the same mount: the kernel kept the pages (keep_cache), no FUSE request.
+      seqAgain.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
     } finally {
       clipUmount(mp, pid);
     }
@@ -263,11 +266,13 @@ function main() {
       ['reader', 'time', 'throughput', 'vs plain file'],
       [
         ['clip-native mount (fresh mount each run: spliced from the layer file)', fmt(seqClip), mbps(seqClip), `${(median(seqPlain) / median(seqClip)).toFixed(2)}x`],
+        ['clip-native mount, second read (the mount\'s own page cache)', fmt(seqAgain), mbps(seqAgain), `${(median(seqPlain) / median(seqAgain)).toFixed(2)}x`],
         ['cat of the plain layer file (page cache)', fmt(seqPlain), mbps(seqPlain), '1x'],
       ],
     ),
     '',
-    'Goal: >= 0.8x of the plain file.',
+    'Goal: >= 0.8x of the plain file. A first read copies each byte twice in the kernel (the spliced layer page into the',
+    "mount's page cache, then to the reader), a plain file once.",
     '',
   );
 
