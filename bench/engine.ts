@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { indexLayerFile, LayerReader } from '../src';
+import { Figure, writeResult } from './result';
 import { median, quantile, spread, table, time } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -50,6 +51,7 @@ async function main() {
   const mib = (n: number) => (n / 1048576).toFixed(1);
   const report: string[] = [];
   const rows: string[][] = [];
+  const figures: Figure[] = [];
   const size = fs.statSync(layer).size;
   report.push(`# Engine benchmark\n`);
   report.push(`Machine: ${os.cpus().length} × ${os.cpus()[0].model}, ${mib(os.totalmem())} MiB RAM, node ${process.version}. ` +
@@ -70,6 +72,7 @@ async function main() {
   }
   const indexRatio = median(ours) / median(igzip);
   rows.push(['index build (ISA-L) vs `igzip -dc`', spread(ours, 1, 's'), spread(igzip, 1, 's'), `${indexRatio.toFixed(2)}×`, '≤ 1.25×', indexRatio <= 1.25 ? 'met' : 'missed']);
+  figures.push({ figure: 'index build of the Debian layer (ISA-L) vs `igzip -dc`', unit: 's', samples: ours, peer: { name: 'igzip -dc', samples: igzip }, goal: '≤ 1.25× the time', met: indexRatio <= 1.25 });
   rows.push(['index build (zlib engine) vs `igzip -dc`', spread(oursZlib, 1, 's'), spread(igzip, 1, 's'), `${(median(oursZlib) / median(igzip)).toFixed(2)}×`, '(fallback)', '']);
 
   // 2. Random 4 KiB reads, same offsets for both.
@@ -103,14 +106,17 @@ for o, l in json.loads(sys.argv[2]):
   const p50 = quantile(latencies, 0.5), p99 = quantile(latencies, 0.99);
   const pp50 = quantile(peerResult.latencies, 0.5), pp99 = quantile(peerResult.latencies, 0.99);
   rows.push(['random 4 KiB read p50 vs indexed_gzip', `${(p50 * 1000).toFixed(3)} ms`, `${(pp50 * 1000).toFixed(3)} ms`, `${(pp50 / p50).toFixed(1)}× faster`, '≥ 10× faster', pp50 / p50 >= 10 ? 'met' : 'missed']);
+  figures.push({ figure: 'random 4 KiB read latency (median = p50) vs indexed_gzip', unit: 's', samples: latencies, peer: { name: 'indexed_gzip', samples: peerResult.latencies }, goal: '≥ 10× faster p50', met: pp50 / p50 >= 10 });
   rows.push(['random 4 KiB read p99 vs indexed_gzip', `${(p99 * 1000).toFixed(3)} ms`, `${(pp99 * 1000).toFixed(3)} ms`, `${(pp99 / p99).toFixed(1)}× faster`, '', '']);
 
   // 3. Checkpoint bytes.
   const share = index.checkpoints.length / index.compressedSize;
+  figures.push({ figure: 'checkpoint bytes / compressed layer', unit: '%', samples: [share * 100], goal: '≤ 1%', met: share <= 0.01 });
   rows.push([`checkpoint bytes (${index.checkpointCount} checkpoints) / compressed layer`, `${index.checkpoints.length} B`, `indexed_gzip: ${peerResult.seekPoints} points × 32 KiB`, `${(share * 100).toFixed(3)}%`, '≤ 1%', share <= 0.01 ? 'met' : 'missed']);
 
   // 4. Peak memory, indexing a 1 GiB layer from a stream, vs node streaming the same file and doing nothing.
-  if (fs.existsSync(bigLayer)) {
+  // (Not in --quick: three passes over 1 GiB are most of this benchmark's time.)
+  if (fs.existsSync(bigLayer) && !quick) {
     const lib = path.resolve(__dirname, '../src');
     const baseline = childPeakRss(`
       const fs = require('fs');
@@ -127,18 +133,25 @@ for o, l in json.loads(sys.argv[2]):
     const alone = spawnSync(tool, [bigLayer], { encoding: 'utf8' });
     if (alone.status !== 0) throw new Error(`index_stream failed: ${alone.stderr}`);
     const engine = JSON.parse(alone.stdout) as { seconds: number; maxRss: number; uncompressedSize: number };
+    figures.push({ figure: `peak RSS of the native indexer streaming a ${mib(engine.uncompressedSize)} MiB layer`, unit: 'MiB', samples: [engine.maxRss / 1048576], goal: '≤ 64 MiB', met: engine.maxRss <= 64 * 1048576 });
     rows.push([`peak RSS of the native indexer streaming a ${mib(engine.uncompressedSize)} MiB layer (whole process)`, `${mib(engine.maxRss)} MiB`, '', '', '≤ 64 MiB', engine.maxRss <= 64 * 1048576 ? 'met' : 'missed']);
     rows.push([`… the same through node (indexLayerStream), above node streaming the file alone`, `+${mib(delta)} MiB`, `node alone: ${mib(baseline.maxRss)} MiB`, `total ${mib(indexing.maxRss)} MiB`, '', '']);
   } else {
-    rows.push(['peak RSS indexing a 1 GiB layer', 'not run', `${bigLayer} missing: run bench/run.sh`, '', '≤ 64 MiB', 'not measured']);
+    rows.push(['peak RSS indexing a 1 GiB layer', 'not run', quick ? 'not in --quick' : `${bigLayer} missing: run bench/run.sh`, '', '≤ 64 MiB', 'not measured']);
   }
 
   report.push(table(['figure', 'clip-native', 'peer', 'ratio', 'goal', ''], rows));
   const text = report.join('\n');
   process.stdout.write(`${text}\n`);
-  const outDir = path.resolve(__dirname, '../../bench/out');
-  fs.mkdirSync(outDir, { recursive: true });
-  fs.writeFileSync(path.join(outDir, 'engine.md'), `${text}\n`);
+  writeResult({
+    name: 'engine',
+    title: 'Engine',
+    quick,
+    runs: RUNS,
+    figures,
+    plots: [{ kind: 'cdf', title: `Random 4 KiB read latency, Debian layer, ${SPACING >> 20} MiB spacing`, unit: 's', series: [{ name: 'clip-native LayerReader', samples: latencies }, { name: 'indexed_gzip', samples: peerResult.latencies }] }],
+    markdown: text,
+  });
 }
 
 main().catch((e) => {

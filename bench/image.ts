@@ -12,10 +12,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startRegistry } from '../test/registry-harness';
+import { writeResult } from './result';
 import { median, spread, table } from './stats';
 
 const quick = process.argv.includes('--quick');
-const RUNS = quick ? 3 : 5;
+const RUNS = quick ? 2 : 5;
 const layout = process.env.CLIP_DEMO_OCI ?? '/var/cache/clip-native/demo-oci';
 const cli = path.resolve(__dirname, '../src/cli/main.js');
 
@@ -61,9 +62,19 @@ async function main() {
       table(['figure', 'clip-native', 'peer', 'ratio', 'goal', ''], rows),
     ].join('\n');
     process.stdout.write(`${text}\n`);
-    const outDir = path.resolve(__dirname, '../../bench/out');
-    fs.mkdirSync(outDir, { recursive: true });
-    fs.writeFileSync(path.join(outDir, 'image.md'), `${text}\n`);
+    writeResult({
+      name: 'image',
+      title: 'Image indexing',
+      quick,
+      runs: RUNS,
+      figures: [
+        { figure: '`index` from a registry vs a pull (`skopeo copy` + `umoci unpack`)', unit: 's', samples: ours, peer: { name: 'skopeo copy + umoci unpack', samples: pull }, goal: '≤ 0.5× the time', met: ratio <= 0.5 },
+        { figure: 'archive size / compressed image', unit: '%', samples: [info.shareOfImage * 100], goal: '≤ 1%', met: info.shareOfImage <= 0.01 },
+        { figure: 'archive bytes per entry besides names', unit: 'B', samples: [info.bytesPerEntry], goal: '≤ 64', met: info.bytesPerEntry <= 64 },
+      ],
+      plots: [],
+      markdown: text,
+    });
   } finally {
     await registry.stop();
     fs.rmSync(work, { recursive: true, force: true });

@@ -22,6 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { defaultThreads } from '../src/mount/mount';
 import { manyFilesImage } from '../test/images';
+import { Figure, writeResult } from './result';
 import { median, table } from './stats';
 
 const quick = process.argv.includes('--quick');
@@ -186,9 +187,8 @@ function prepareManyFiles(): { clip: string; entries: number } {
 
 function main() {
   const p = prepare();
-  const mp = path.join(WORK, 'mnt');
-  fs.mkdirSync(mp, { recursive: true });
-  if (spawnSync('mountpoint', ['-q', mp]).status === 0) sh(`fusermount3 -u -z '${mp}'`);
+  // A mountpoint of our own: WORK is shared by every checkout on the machine.
+  const mp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-bench-mnt-'));
   const entries = Number(sh(`find '${p.rootfs}' | wc -l`).trim());
   const find = (dir: string) => timeSh(`find '${dir}' -printf '%m %s\\n' > /dev/null`);
   const out: string[] = [`# Mount benchmark${quick ? ' (quick)' : ''}`, '', `${new Date().toISOString()}, ${os.availableParallelism()} CPUs, ${defaultThreads()} FUSE threads (the default), ${RUNS} runs each, median (min–max).`, ''];
@@ -279,6 +279,7 @@ function main() {
   // 3. random 4 KiB reads
   log('random reads');
   const rows: string[][] = [];
+  const throughput: [number, number, number][] = [];
   const pid = clipMount(p.bigClip, mp, p.cache);
   try {
     for (const readers of [1, 2, 8, 32]) {
@@ -286,6 +287,7 @@ function main() {
       const run = (file: string) => JSON.parse(sh(`python3 '${RANDOM_PY}' '${file}' ${readers} ${ops} ${readers}`)) as { ops: number; wall: number; p50: number; p99: number };
       const c = run(`${mp}/${p.bigFileName}`);
       const f = run(p.bigLayerFile);
+      throughput.push([readers, c.ops / c.wall, f.ops / f.wall]);
       rows.push([
         String(readers),
         `${(c.ops / c.wall).toFixed(0)} ops/s (${((c.ops * 4096) / c.wall / 1e6).toFixed(0)} MB/s)`,
@@ -330,9 +332,37 @@ function main() {
   out.push('Measured right after the walk (a background fill may still be running). Goal: <= 64 MiB besides the archive.', '');
 
   const text = out.join('\n');
-  fs.mkdirSync(path.join(ROOT, 'bench/out'), { recursive: true });
-  fs.writeFileSync(path.join(ROOT, 'bench/out/mount.md'), `${text}\n`);
   process.stdout.write(`${text}\n`);
+  const figures: Figure[] = [
+    { figure: `stat of every entry (${entries}), warm, vs the native filesystem`, unit: 's', samples: clipWarm, peer: { name: 'native filesystem', samples: native }, goal: '≤ 1.5× the time', met: median(clipWarm) <= 1.5 * median(native) },
+    { figure: 'stat of every entry, cold (fresh mount), vs squashfuse_ll', unit: 's', samples: clipCold, peer: { name: 'squashfuse_ll', samples: sqCold }, goal: 'faster', met: median(clipCold) < median(sqCold) },
+    { figure: 'stat of every entry, warm, vs squashfuse_ll', unit: 's', samples: clipWarm, peer: { name: 'squashfuse_ll', samples: sqWarm }, goal: 'faster', met: median(clipWarm) < median(sqWarm) },
+    { figure: `sequential read of a ${(fileSize / 1e9).toFixed(2)} GB file from a cached layer`, unit: 's', samples: seqClip, peer: { name: 'cat of the layer file', samples: seqPlain }, goal: '≥ 0.8× the speed', met: median(seqPlain) / median(seqClip) >= 0.8 },
+    { figure: 'the same file read again on the same mount (its page cache)', unit: 's', samples: seqAgain, peer: { name: 'cat of the layer file', samples: seqPlain } },
+    ...throughput.map(([readers, clip, plain]): Figure => ({ figure: `random 4 KiB reads, ${readers} readers`, unit: 'ops/s', lowerIsBetter: false, samples: [clip], peer: { name: 'plain file (page cache)', samples: [plain] } })),
+  ];
+  writeResult({
+    name: 'mount',
+    title: 'Mount',
+    quick,
+    runs: RUNS,
+    figures,
+    plots: [
+      {
+        kind: 'line',
+        title: 'Random 4 KiB reads of a 1.2 GB file (cached layer) vs readers',
+        x: 'concurrent readers (processes)',
+        y: 'reads per second',
+        logX: true,
+        series: [
+          { name: 'clip-native mount', points: throughput.map(([r, c]) => [r, c]) },
+          { name: 'plain file (page cache)', points: throughput.map(([r, , f]) => [r, f]) },
+        ],
+      },
+    ],
+    markdown: text,
+  });
+  fs.rmdirSync(mp);
 }
 
 main();
