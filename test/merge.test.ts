@@ -273,8 +273,10 @@ describe('merge: attributes', () => {
   });
 });
 
-describe('merge: performance', () => {
-  it('merges two layers of 150k entries each in well under a second', () => {
+// How fast this is belongs to the benchmark (bench/image.ts); here only that a
+// merge of this size is complete and the archive writer accepts it.
+describe('merge: 300k entries', () => {
+  it('merges two layers of 150k entries each and writes the archive', () => {
     const base: TarEntry[] = [];
     for (let d = 0; d < 1000; d++) {
       base.push(e(`./usr/share/d${d}/`, 'dir'));
@@ -286,17 +288,10 @@ describe('merge: performance', () => {
       else if (d % 10 === 1) upper.push(e(`./usr/share/d${d}/.wh..wh..opq`));
       for (let f = 0; f < 149; f++) upper.push(e(`./usr/share/d${d}/file-${f}.txt`, 'file', { size: 1 }));
     }
-    const started = process.hrtime.bigint();
     const tree = merge(base, upper);
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
     assert.ok(base.length > 150000 && upper.length > 149000);
     assert.equal(tree.stats.entries, base.length + upper.length);
-    assert.ok(ms < 1000, `merge took ${ms.toFixed(0)} ms`);
-    // Writing the archive for the same tree is fast too.
-    const writeStarted = process.hrtime.bigint();
     const { stats } = writeArchive(tree.root, [{ digest: `sha256:${'0'.repeat(64)}`, diffId: `sha256:${'1'.repeat(64)}`, mediaType: 'x', compressedSize: 1, uncompressedSize: 1e9, format: 'gzip', checkpoints: Buffer.alloc(0) }, { digest: `sha256:${'2'.repeat(64)}`, diffId: `sha256:${'3'.repeat(64)}`, mediaType: 'x', compressedSize: 1, uncompressedSize: 1e9, format: 'gzip', checkpoints: Buffer.alloc(0) }], {});
-    const writeMs = Number(process.hrtime.bigint() - writeStarted) / 1e6;
-    assert.ok(writeMs < 2000, `write took ${writeMs.toFixed(0)} ms`);
     assert.equal(stats.dirents, paths(tree.root).length);
   });
 });
