@@ -55,6 +55,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -104,6 +105,27 @@ class IsalDeflateStream final : public DeflateStream {
   // this much output space is left. Only an efficiency threshold: a slice
   // that makes more output than fits simply leaves the rest pending.
   static constexpr size_t kSliceRoom = 32 * 1024;
+  // Inside a Huffman-coded block, the search first strides over this much
+  // input in one call, with a snapshot of the state to go back to. Slicing
+  // costs one call per kBoundarySlice bytes and every call shifts ISA-L's
+  // 32 KiB history buffer, so a stride that crosses no block boundary saves
+  // kStride / kBoundarySlice calls for one partial state copy. A stride that
+  // did cross one (a new header rebuilt the decoding tables, or the block
+  // type changed) is rolled back and the same bytes are sliced as before,
+  // so the boundaries found, and their positions, are the same ones; only a
+  // crossing into a block with identical tables goes unseen, which costs a
+  // later checkpoint, never a wrong one (a boundary is only ever reported
+  // where a call stopped inside a header). Repetitive data (runs of zeros)
+  // does make block after block with the same tables, so only streams that
+  // inflate less than kStrideRatio-fold stride at all, and each search
+  // strides over at most kStrideInput bytes making at most kStrideOutput
+  // bytes, then slices: real blocks are 10-60 KiB compressed, so the budget
+  // covers a typical search and bounds how far an unseen boundary can push
+  // a checkpoint.
+  static constexpr size_t kStride = 1024;
+  static constexpr uint64_t kStrideInput = 32 * 1024;
+  static constexpr uint64_t kStrideOutput = 64 * 1024;
+  static constexpr uint64_t kStrideRatio = 8;
 
   IsalDeflateStream() : state_(std::make_unique<inflate_state>()) { isal_inflate_init(state_.get()); }
 
@@ -127,17 +149,20 @@ class IsalDeflateStream final : public DeflateStream {
     // The start of the stream is where the caller restarted: not news.
     reported_in_ = 0;
     reported_out_ = 0;
+    strided_in_ = strided_out_ = 0;
   }
 
   Step Inflate(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_len, bool find_boundary,
                uint64_t error_offset) override {
     Step step;
     if (!find_boundary) {
+      strided_in_ = strided_out_ = 0;  // the next search starts with a full stride budget
       Run(in, in_len, out, out_len, error_offset, step);
       step.finished = state_->block_state == ISAL_BLOCK_FINISH;
       return step;
     }
     bool force_input = false;
+    size_t slice_until = 0;  // slice finely (no stride) until step.consumed reaches this
     for (;;) {
       if (state_->block_state == ISAL_BLOCK_FINISH) {
         step.finished = true;
@@ -146,6 +171,7 @@ class IsalDeflateStream final : public DeflateStream {
       if (AtBoundary() && (total_in_ != reported_in_ || total_out_ != reported_out_)) {
         reported_in_ = total_in_;
         reported_out_ = total_out_;
+        strided_in_ = strided_out_ = 0;
         step.at_boundary = true;
         return step;
       }
@@ -160,6 +186,12 @@ class IsalDeflateStream final : public DeflateStream {
         slice = need > 0 ? std::min(static_cast<size_t>(need), left) : 0;
       } else if (slice == 0 && !Pending()) {
         return step;  // needs more input
+      } else if (state_->block_state == ISAL_BLOCK_CODED && !force_input && step.consumed >= slice_until &&
+                 left > kStride && strided_in_ < kStrideInput && strided_out_ < kStrideOutput && total_out_ < kStrideRatio * total_in_ &&
+                 !Pending()) {
+        if (Stride(in + step.consumed, out + step.produced, room, error_offset + step.consumed, step)) continue;
+        slice_until = step.consumed + kStride;  // rolled back: slice these bytes
+        continue;
       }
       size_t before_in = step.consumed, before_out = step.produced;
       Run(in + step.consumed, slice, out + step.produced, room, error_offset + step.consumed, step);
@@ -213,6 +245,34 @@ class IsalDeflateStream final : public DeflateStream {
     }
   }
 
+  // Feeds kStride bytes in one call. True when that crossed no block
+  // boundary or stopped at one (the caller reports it); false when it
+  // crossed one, after restoring the state, counters and `step` as they were.
+  bool Stride(const uint8_t* in, uint8_t* out, size_t room, uint64_t error_offset, Step& step) {
+    inflate_state* s = state_.get();
+    // The state is self-contained between calls (ISA-L keeps the history in
+    // tmp_out_buffer), so the fields plus the valid part of that buffer are
+    // all there is to restore.
+    const size_t length = offsetof(inflate_state, tmp_out_buffer) + static_cast<size_t>(s->tmp_out_valid);
+    if (!snapshot_) snapshot_ = std::make_unique<inflate_state>();
+    std::memcpy(static_cast<void*>(snapshot_.get()), s, length);
+    const Step before = step;
+    const uint64_t total_in = total_in_, total_out = total_out_;
+    Run(in, kStride, out, room, error_offset, step);
+    strided_in_ += step.consumed - before.consumed;
+    strided_out_ += step.produced - before.produced;
+    if (AtBoundary() || s->block_state == ISAL_BLOCK_INPUT_DONE || s->block_state == ISAL_BLOCK_FINISH) return true;
+    const bool crossed = s->block_state != snapshot_->block_state || s->bfinal != snapshot_->bfinal ||
+                         std::memcmp(&s->lit_huff_code, &snapshot_->lit_huff_code, sizeof(s->lit_huff_code)) != 0 ||
+                         std::memcmp(&s->dist_huff_code, &snapshot_->dist_huff_code, sizeof(s->dist_huff_code)) != 0;
+    if (!crossed) return true;
+    std::memcpy(static_cast<void*>(s), snapshot_.get(), length);
+    step = before;
+    total_in_ = total_in;
+    total_out_ = total_out;
+    return false;
+  }
+
   // Output decoded but not yet handed to the caller.
   bool Pending() const {
     const inflate_state* s = state_.get();
@@ -225,6 +285,9 @@ class IsalDeflateStream final : public DeflateStream {
   }
 
   std::unique_ptr<inflate_state> state_;  // ~87 KiB: heap, not stack
+  std::unique_ptr<inflate_state> snapshot_;  // the state before a stride, allocated on first use
+  uint64_t strided_in_ = 0;   // input bytes this search has strided over
+  uint64_t strided_out_ = 0;  // output bytes those strides made
   uint64_t total_in_ = 0;                 // bytes consumed since Reset
   uint64_t total_out_ = 0;                // bytes produced since Reset
   // Position of the last boundary reported, so a caller that asks again
