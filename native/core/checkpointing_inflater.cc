@@ -79,14 +79,109 @@ size_t GroupSize(size_t length) { return std::max<size_t>(1, (length + 255) / 25
 
 }  // namespace
 
+WindowSparsifier::WindowSparsifier(InflateEngine engine) : engine_(engine) {}
+
+// Replaces the groups of `checkpoint.window` that the output after it
+// never copies from with synthetic bytes (see the file comment). Leaves
+// the window whole if the analysis does not complete.
+void WindowSparsifier::Sparsify(WindowAnalysis& checkpoint) {
+  const size_t window = checkpoint.window.size();
+  if (window == 0 || !checkpoint.analyzable) return;
+  const size_t real_length = checkpoint.following.size();
+  const uint8_t* real = checkpoint.following.data();
+  const size_t group = GroupSize(window);
+  // Probe A names each byte's group (i / group), probe B its place in the
+  // group (i % group); together they name the exact byte a copy came from.
+  // The two synthetic windows depend only on the window's length (almost
+  // always 32 KiB): build them once, not with a division per byte per
+  // checkpoint.
+  if (pattern_a_.size() != window) {
+    pattern_a_.resize(window);
+    pattern_b_.resize(window);
+    for (size_t i = 0; i < window; ++i) {
+      pattern_a_[i] = static_cast<uint8_t>(i / group);
+      pattern_b_[i] = static_cast<uint8_t>(i % group);
+    }
+  }
+  if (!RunProbe(checkpoint, pattern_a_, probe_output_)) return;
+  const bool refined = RunProbe(checkpoint, pattern_b_, probe_output_b_);
+
+  // keep[i]: window byte i must hold its real value; every other byte is
+  // stored as zero, so the window compresses to little more than the kept
+  // bytes. A copy from byte p lands in the output with probe A's value
+  // p / group and probe B's value p % group. Where a probe's output equals
+  // the real output, the real value is that probe's synthetic value, so
+  // either way both halves of p are known: every copy the probes can see
+  // names its byte exactly. Neither sees a copy from a byte whose real
+  // value equals both synthetic values, so those few are always kept.
+  // Without probe B (it failed), a copy seen by A keeps its whole group,
+  // and bytes equal to their A value are kept.
+  std::vector<uint8_t>& keep = groups_used_;
+  keep.assign(window, 0);
+  const uint8_t* w = checkpoint.window.data();
+  for (size_t i = 0; i < window; ++i)
+    keep[i] = (w[i] == pattern_a_[i]) & (!refined | (w[i] == pattern_b_[i]));
+  for (size_t o = 0; o < real_length; ++o) {
+    const bool in_a = probe_output_[o] != real[o];
+    const bool in_b = refined && probe_output_b_[o] != real[o];
+    if (!in_a && !in_b) continue;
+    const size_t g = in_a ? probe_output_[o] : real[o];
+    if (refined) {
+      const size_t k = in_b ? probe_output_b_[o] : real[o];
+      const size_t at = g * group + k;
+      if (k >= group || at >= window) return;  // cannot happen; if it does, keep the full window
+      keep[at] = 1;
+      continue;
+    }
+    for (size_t i = g * group; i < std::min(window, (g + 1) * group); ++i) keep[i] = 1;
+  }
+  uint8_t* stored = checkpoint.window.data();
+  for (size_t i = 0; i < window; ++i) stored[i] = keep[i] ? stored[i] : 0;
+}
+
+// Inflates the output after `checkpoint` again, with `probe` as its
+// window, into `out`. True when it reproduced the real pass's length (and,
+// short of 32 KiB, the stream ended there, the only proof that no later
+// byte refers back); false keeps the full window.
+bool WindowSparsifier::RunProbe(const WindowAnalysis& checkpoint, const std::vector<uint8_t>& probe,
+                                std::vector<uint8_t>& out) {
+  const size_t real_length = checkpoint.following.size();
+  const bool stream_ended = checkpoint.stream_ended;
+  out.resize(kHistory);
+  if (!analysis_) analysis_ = DeflateStream::Create(engine_);
+  const uint8_t* in = checkpoint.input.data();
+  const size_t in_len = checkpoint.input.size();
+  size_t produced = 0;
+  try {
+    analysis_->Reset(probe, checkpoint.bits, checkpoint.prime);
+    size_t used = 0;
+    bool finished = false;
+    while (produced < real_length && !finished) {
+      DeflateStream::Step step = analysis_->Inflate(in + used, in_len - used, out.data() + produced,
+                                                    real_length - produced, false, checkpoint.compressed_offset + used);
+      used += step.consumed;
+      produced += step.produced;
+      finished = step.finished;
+      if (step.consumed == 0 && step.produced == 0 && !finished) break;  // capture used up
+    }
+  } catch (const CoreError&) {
+    return false;  // the real pass decoded these bytes; if the probe disagrees, keep the full window
+  }
+  return produced == real_length && (real_length == kHistory || stream_ended);
+}
+
+
 class CheckpointingInflater::Impl {
  public:
-  Impl(InflateEngine engine, uint64_t spacing, OutputSink output, CheckpointSink checkpoint)
+  Impl(InflateEngine engine, uint64_t spacing, OutputSink output, CheckpointSink checkpoint,
+       DeferredCheckpointSink deferred)
       : engine_(engine),
         spacing_(spacing),
         output_(std::move(output)),
         checkpoint_(std::move(checkpoint)),
+        deferred_(std::move(deferred)),
         deflate_(DeflateStream::Create(engine)),
+        sparsifier_(engine),
         buffer_(kHistory + kBufferSpace) {}
 
   void Feed(const uint8_t* data, size_t len) {
@@ -193,7 +288,7 @@ class CheckpointingInflater::Impl {
     // offset: the earlier checkpoint already covers it.
     if (!have_checkpoint_ || out_pos_ > last_checkpoint_out_) {
       NoteCheckpoint(out_pos_);
-      checkpoint_(out_pos_, member_in_, 0, CheckpointKind::kMemberStart, {});
+      EmitWhole(out_pos_, member_in_, 0, CheckpointKind::kMemberStart, {});
     }
   }
 
@@ -321,8 +416,8 @@ class CheckpointingInflater::Impl {
     }
     if (pending_.empty()) {
       if (checkpoint.compressed_offset < recent_start) {
-        checkpoint_(checkpoint.uncompressed_offset, checkpoint.compressed_offset, checkpoint.bits,
-                    CheckpointKind::kBlock, checkpoint.window);
+        EmitWhole(checkpoint.uncompressed_offset, checkpoint.compressed_offset, checkpoint.bits,
+                  CheckpointKind::kBlock, std::move(checkpoint.window));
         return;
       }
       capture_base_ = checkpoint.compressed_offset;
@@ -340,9 +435,32 @@ class CheckpointingInflater::Impl {
       bool ready = stream_ended || out_pos_ - front.uncompressed_offset >= kHistory;
       bool too_long = capture_.size() > kMaxCapture;
       if (!ready && !too_long) return;
-      if (ready && front.analyzable) SparsifyWindow(front, stream_ended);
-      checkpoint_(front.uncompressed_offset, front.compressed_offset, front.bits, CheckpointKind::kBlock,
-                  front.window);
+      WindowAnalysis analysis;
+      analysis.compressed_offset = front.compressed_offset;
+      analysis.bits = front.bits;
+      analysis.prime = front.prime;
+      analysis.stream_ended = stream_ended;
+      analysis.window = std::move(front.window);
+      // The real output after the checkpoint is still in the buffer: it
+      // keeps 32 KiB of history and this runs as soon as 32 KiB of output
+      // follow the checkpoint. Any of those 32 KiB may copy from the window
+      // (byte -k is in reach up to output 32768 - k), however short it is.
+      const uint64_t behind = out_pos_ - front.uncompressed_offset;
+      analysis.analyzable = ready && front.analyzable && behind <= write_;
+      if (analysis.analyzable) {
+        const uint8_t* real = buffer_.data() + write_ - behind;
+        analysis.following.assign(real, real + std::min<uint64_t>(kHistory, behind));
+        analysis.input.assign(capture_.begin() + static_cast<ptrdiff_t>(front.compressed_offset - capture_base_),
+                              capture_.end());
+      }
+      if (deferred_) {
+        deferred_(front.uncompressed_offset, front.compressed_offset, front.bits, CheckpointKind::kBlock,
+                  std::move(analysis));
+      } else {
+        sparsifier_.Sparsify(analysis);
+        checkpoint_(front.uncompressed_offset, front.compressed_offset, front.bits, CheckpointKind::kBlock,
+                    analysis.window);
+      }
       pending_.pop_front();
       if (pending_.empty()) {
         capture_.clear();
@@ -354,102 +472,17 @@ class CheckpointingInflater::Impl {
     }
   }
 
-  // Replaces the groups of `checkpoint.window` that the output after it
-  // never copies from with synthetic bytes (see the file comment). Leaves
-  // the window whole if the analysis does not complete.
-  void SparsifyWindow(Pending& checkpoint, bool stream_ended) {
-    const size_t window = checkpoint.window.size();
-    if (window == 0) return;
-    // The real output after the checkpoint is still in the buffer: the
-    // buffer keeps 32 KiB of history and this runs as soon as 32 KiB of
-    // output follow the checkpoint.
-    const uint64_t behind = out_pos_ - checkpoint.uncompressed_offset;
-    if (behind > write_) return;  // not in the buffer any more (cannot happen; stay safe)
-    // Any of the next 32 KiB of output may copy from the window (byte -k
-    // is in reach up to output 32768 - k), however short the window is.
-    const size_t real_length = static_cast<size_t>(std::min<uint64_t>(kHistory, behind));
-    const uint8_t* real = buffer_.data() + write_ - behind;
-    const size_t group = GroupSize(window);
-    // Probe A names each byte's group (i / group), probe B its place in the
-    // group (i % group); together they name the exact byte a copy came from.
-    // The two synthetic windows depend only on the window's length (almost
-    // always 32 KiB): build them once, not with a division per byte per
-    // checkpoint.
-    if (pattern_a_.size() != window) {
-      pattern_a_.resize(window);
-      pattern_b_.resize(window);
-      for (size_t i = 0; i < window; ++i) {
-        pattern_a_[i] = static_cast<uint8_t>(i / group);
-        pattern_b_[i] = static_cast<uint8_t>(i % group);
-      }
+  // Emits a checkpoint whose window stays whole (no analysis).
+  void EmitWhole(uint64_t uncompressed_offset, uint64_t compressed_offset, uint8_t bits, CheckpointKind kind,
+                 std::vector<uint8_t>&& window) {
+    if (deferred_) {
+      WindowAnalysis analysis;
+      analysis.window = std::move(window);
+      deferred_(uncompressed_offset, compressed_offset, bits, kind, std::move(analysis));
+    } else {
+      checkpoint_(uncompressed_offset, compressed_offset, bits, kind, window);
     }
-    probe_window_ = pattern_a_;
-    if (!RunProbe(checkpoint, real_length, stream_ended, probe_output_)) return;
-    probe_window_ = pattern_b_;
-    const bool refined = RunProbe(checkpoint, real_length, stream_ended, probe_output_b_);
-
-    // keep[i]: window byte i must hold its real value; every other byte is
-    // stored as zero, so the window compresses to little more than the kept
-    // bytes. A copy from byte p lands in the output with probe A's value
-    // p / group and probe B's value p % group. Where a probe's output equals
-    // the real output, the real value is that probe's synthetic value, so
-    // either way both halves of p are known: every copy the probes can see
-    // names its byte exactly. Neither sees a copy from a byte whose real
-    // value equals both synthetic values, so those few are always kept.
-    // Without probe B (it failed), a copy seen by A keeps its whole group,
-    // and bytes equal to their A value are kept.
-    std::vector<uint8_t>& keep = groups_used_;
-    keep.assign(window, 0);
-    const uint8_t* w = checkpoint.window.data();
-    for (size_t i = 0; i < window; ++i)
-      keep[i] = (w[i] == pattern_a_[i]) & (!refined | (w[i] == pattern_b_[i]));
-    for (size_t o = 0; o < real_length; ++o) {
-      const bool in_a = probe_output_[o] != real[o];
-      const bool in_b = refined && probe_output_b_[o] != real[o];
-      if (!in_a && !in_b) continue;
-      const size_t g = in_a ? probe_output_[o] : real[o];
-      if (refined) {
-        const size_t k = in_b ? probe_output_b_[o] : real[o];
-        const size_t at = g * group + k;
-        if (k >= group || at >= window) return;  // cannot happen; if it does, keep the full window
-        keep[at] = 1;
-        continue;
-      }
-      for (size_t i = g * group; i < std::min(window, (g + 1) * group); ++i) keep[i] = 1;
-    }
-    uint8_t* stored = checkpoint.window.data();
-    for (size_t i = 0; i < window; ++i) stored[i] = keep[i] ? stored[i] : 0;
   }
-
-  // Inflates the output after `checkpoint` again, with probe_window_ as its
-  // window, into `out`. True when it reproduced the real pass's length (and,
-  // short of 32 KiB, the stream ended there, the only proof that no later
-  // byte refers back); false keeps the full window.
-  bool RunProbe(const Pending& checkpoint, size_t real_length, bool stream_ended, std::vector<uint8_t>& out) {
-    out.resize(kHistory);
-    if (!analysis_) analysis_ = DeflateStream::Create(engine_);
-    const size_t start = static_cast<size_t>(checkpoint.compressed_offset - capture_base_);
-    const uint8_t* in = capture_.data() + start;
-    const size_t in_len = capture_.size() - start;
-    size_t produced = 0;
-    try {
-      analysis_->Reset(probe_window_, checkpoint.bits, checkpoint.prime);
-      size_t used = 0;
-      bool finished = false;
-      while (produced < real_length && !finished) {
-        DeflateStream::Step step = analysis_->Inflate(in + used, in_len - used, out.data() + produced,
-                                                      real_length - produced, false, capture_base_ + start + used);
-        used += step.consumed;
-        produced += step.produced;
-        finished = step.finished;
-        if (step.consumed == 0 && step.produced == 0 && !finished) break;  // capture used up
-      }
-    } catch (const CoreError&) {
-      return false;  // the real pass decoded these bytes; if the probe disagrees, keep the full window
-    }
-    return produced == real_length && (real_length == kHistory || stream_ended);
-  }
-
 
   // Scheduling bookkeeping for a checkpoint at uncompressed `out`.
   void NoteCheckpoint(uint64_t out) {
@@ -495,6 +528,7 @@ class CheckpointingInflater::Impl {
   const uint64_t spacing_;  // uncompressed bytes between spacing checkpoints; 0 = none
   OutputSink output_;
   CheckpointSink checkpoint_;
+  DeferredCheckpointSink deferred_;  // set: checkpoints go here, their analysis not yet run
   std::unique_ptr<DeflateStream> deflate_;
   GzipHeaderParser header_;
   Phase phase_ = Phase::kHeader;
@@ -526,13 +560,7 @@ class CheckpointingInflater::Impl {
   uint64_t capture_base_ = 0;              // blob offset of capture_[0]
   std::array<uint8_t, 2 * kRecentInput> recent_{};  // the last recent_length_ consumed bytes of this member
   size_t recent_length_ = 0;
-  std::unique_ptr<DeflateStream> analysis_;  // re-inflates captures with the probe window
-  std::vector<uint8_t> probe_window_;        // the synthetic window: byte i = i / group size
-  std::vector<uint8_t> probe_output_;
-  std::vector<uint8_t> probe_output_b_;  // the second probe's output
-  std::vector<uint8_t> pattern_a_;       // synthetic window A: byte i = i / group
-  std::vector<uint8_t> pattern_b_;       // synthetic window B: byte i = i % group
-  std::vector<uint8_t> groups_used_;         // per window byte: must keep its real value?
+  WindowSparsifier sparsifier_;  // runs the analysis here unless it is deferred
 
   // Output: buffer_[0, write_) holds the latest output, its last kHistory
   // bytes (or all of them, early on) forming the next window.
@@ -542,7 +570,11 @@ class CheckpointingInflater::Impl {
 
 CheckpointingInflater::CheckpointingInflater(InflateEngine engine, uint64_t spacing, OutputSink output,
                                              CheckpointSink checkpoint)
-    : impl_(std::make_unique<Impl>(engine, spacing, std::move(output), std::move(checkpoint))) {}
+    : impl_(std::make_unique<Impl>(engine, spacing, std::move(output), std::move(checkpoint), nullptr)) {}
+
+CheckpointingInflater::CheckpointingInflater(InflateEngine engine, uint64_t spacing, OutputSink output,
+                                             DeferredCheckpointSink checkpoint)
+    : impl_(std::make_unique<Impl>(engine, spacing, std::move(output), nullptr, std::move(checkpoint))) {}
 
 CheckpointingInflater::~CheckpointingInflater() = default;
 

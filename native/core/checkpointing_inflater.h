@@ -31,11 +31,50 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "checkpoint_index.h"
 #include "inflate_engine.h"
 
 namespace clip::core {
+
+// What the sparse-window analysis of one block checkpoint needs, packaged
+// so that it can run later and on another thread (LayerIndexer runs it on
+// its hashing thread, off the inflation path).
+struct WindowAnalysis {
+  std::vector<uint8_t> window;     // the window; Sparsify rewrites it in place
+  std::vector<uint8_t> following;  // the real output after the checkpoint, up to 32 KiB
+  std::vector<uint8_t> input;      // blob bytes from the checkpoint's compressed_offset on
+  uint64_t compressed_offset = 0;  // blob offset of input[0]
+  uint8_t bits = 0;                // the checkpoint's leading bits ...
+  uint8_t prime = 0;               // ... and their value
+  bool stream_ended = false;       // the member ended within `following`
+  bool analyzable = false;         // false: keep the window whole
+
+  size_t bytes() const { return window.size() + following.size() + input.size(); }
+};
+
+// Runs sparse-window analyses (see checkpointing_inflater.cc). Holds an
+// inflate engine and scratch buffers; one per thread.
+class WindowSparsifier {
+ public:
+  explicit WindowSparsifier(InflateEngine engine);
+  // Replaces the bytes of analysis.window that the output after the
+  // checkpoint never copies from with zeros; leaves the window whole when
+  // the analysis cannot complete. Never throws for bad data.
+  void Sparsify(WindowAnalysis& analysis);
+
+ private:
+  bool RunProbe(const WindowAnalysis& analysis, const std::vector<uint8_t>& probe, std::vector<uint8_t>& out);
+
+  InflateEngine engine_;
+  std::unique_ptr<DeflateStream> analysis_;  // re-inflates captures with a probe window
+  std::vector<uint8_t> probe_output_;        // probe A's output
+  std::vector<uint8_t> probe_output_b_;      // probe B's output
+  std::vector<uint8_t> pattern_a_;           // synthetic window A: byte i = i / group
+  std::vector<uint8_t> pattern_b_;           // synthetic window B: byte i = i % group
+  std::vector<uint8_t> groups_used_;         // per window byte: must keep its real value?
+};
 
 class CheckpointingInflater {
  public:
@@ -54,8 +93,16 @@ class CheckpointingInflater {
                                             uint8_t bits, CheckpointKind kind,
                                             std::span<const uint8_t> window)>;
 
+  // Like CheckpointSink, but a block checkpoint's window arrives whole,
+  // with what its analysis needs: the receiver runs
+  // WindowSparsifier::Sparsify on it (on any thread) before storing it.
+  using DeferredCheckpointSink = std::function<void(uint64_t uncompressed_offset, uint64_t compressed_offset,
+                                                    uint8_t bits, CheckpointKind kind, WindowAnalysis&& analysis)>;
+
   CheckpointingInflater(InflateEngine engine, uint64_t spacing, OutputSink output,
                         CheckpointSink checkpoint);
+  CheckpointingInflater(InflateEngine engine, uint64_t spacing, OutputSink output,
+                        DeferredCheckpointSink checkpoint);
   ~CheckpointingInflater();
   CheckpointingInflater(const CheckpointingInflater&) = delete;
   CheckpointingInflater& operator=(const CheckpointingInflater&) = delete;

@@ -28,19 +28,25 @@ namespace {
 struct SideTask {
   enum class Kind { kCompressed, kUncompressed, kBoth, kCheckpoint, kStop };
   Kind kind = Kind::kStop;
-  std::vector<uint8_t> bytes;  // blob bytes, tar bytes, or a checkpoint's window
+  std::vector<uint8_t> bytes;  // blob bytes or tar bytes
+  WindowAnalysis window;       // a checkpoint's window, made sparse on the side thread
   uint64_t uncompressed_offset = 0;
   uint64_t compressed_offset = 0;
   uint8_t bits = 0;
   CheckpointKind checkpoint_kind = CheckpointKind::kBlock;
+
+  size_t size() const { return bytes.size() + window.bytes(); }
 };
 
-// One thread that hashes both streams and compresses checkpoint windows.
+// One thread that hashes both streams and makes checkpoint windows sparse
+// and compresses them: everything the indexing pass does besides inflating
+// and parsing, so on two cores it runs beside inflation.
 // Push() blocks while more than `limit` bytes wait, which is what bounds the
 // indexer's memory when the side thread is slower than inflation.
 class SideWorker {
  public:
-  SideWorker(size_t limit, CheckpointIndex& index) : limit_(limit), index_(index), thread_([this] { Run(); }) {}
+  SideWorker(size_t limit, CheckpointIndex& index, InflateEngine engine)
+      : limit_(limit), index_(index), sparsifier_(engine), thread_([this] { Run(); }) {}
   ~SideWorker() {
     if (thread_.joinable()) {
       Push({});  // kStop
@@ -55,7 +61,7 @@ class SideWorker {
       space_.wait(lock, [&] { return queued_bytes_ < limit_ || failed_; });
       if (failed_) return;  // the error surfaces at Finish
     }
-    queued_bytes_ += task.bytes.size();
+    queued_bytes_ += task.size();
     queue_.push_back(std::move(task));
     // Waking the side thread costs a futex call and a context switch; it is
     // faster than inflation, so it would sleep and be woken for every chunk.
@@ -106,7 +112,7 @@ class SideWorker {
         });
         task = std::move(queue_.front());
         queue_.pop_front();
-        queued_bytes_ -= task.bytes.size();
+        queued_bytes_ -= task.size();
         space_.notify_one();
       }
       if (task.kind == SideTask::Kind::kStop) return;
@@ -127,9 +133,9 @@ class SideWorker {
             Recycle(std::move(task.bytes));
             break;
           case SideTask::Kind::kCheckpoint:
+            sparsifier_.Sparsify(task.window);
             index_.Add(task.uncompressed_offset, task.compressed_offset, task.bits, task.checkpoint_kind,
-                       task.bytes);
-            Recycle(std::move(task.bytes));
+                       task.window.window);
             break;
           case SideTask::Kind::kStop: break;
         }
@@ -155,6 +161,7 @@ class SideWorker {
 
   const size_t limit_;
   CheckpointIndex& index_;
+  WindowSparsifier sparsifier_;
   Sha256 compressed_;
   Sha256 uncompressed_;
   // Lock order: mutex_ is a leaf; nothing else is taken while holding it.
@@ -209,7 +216,7 @@ class LayerIndexer::Impl {
  public:
   explicit Impl(LayerIndexOptions options)
       : options_(std::move(options)),
-        side_(kSideQueueBytes, result_.checkpoints),
+        side_(kSideQueueBytes, result_.checkpoints, options_.engine),
         parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }) {}
 
   void Feed(const uint8_t* data, size_t len) {
@@ -296,16 +303,17 @@ class LayerIndexer::Impl {
       inflater_ = std::make_unique<CheckpointingInflater>(
           options_.engine, options_.spacing,
           [this](const uint8_t* data, size_t len, uint64_t offset) { OnOutput(data, len, offset); },
-          [this](uint64_t uoff, uint64_t coff, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
+          CheckpointingInflater::DeferredCheckpointSink(
+              [this](uint64_t uoff, uint64_t coff, uint8_t bits, CheckpointKind kind, WindowAnalysis&& window) {
             SideTask task;
             task.kind = SideTask::Kind::kCheckpoint;
-            task.bytes = side_.TakeBuffer(window.data(), window.size());
+            task.window = std::move(window);
             task.uncompressed_offset = uoff;
             task.compressed_offset = coff;
             task.bits = bits;
             task.checkpoint_kind = kind;
             side_.Push(std::move(task));
-          });
+          }));
       return;
     }
     if (StartsWith(head_, {0x28, 0xb5, 0x2f, 0xfd}))

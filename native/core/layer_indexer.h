@@ -9,7 +9,8 @@
 // stream (its diff_id).
 //
 // Threads: Feed/Finish run on the caller's thread and do inflation and tar
-// parsing; hashing and checkpoint-window compression run on one side thread,
+// parsing; hashing, sparse-window analysis and window compression run on one
+// side thread,
 // fed through a bounded queue, so a two-core host inflates and hashes at once
 // and memory stays bounded (kSideQueueBytes, a 4 MiB buffer pool and the
 // engine's few MiB)
