@@ -21,15 +21,17 @@
 #include <string>
 
 #include "error.h"
+#include "sha256.h"
 
 namespace clip::core {
 
 namespace {
 
 constexpr char kMagic[8] = {'C', 'L', 'I', 'P', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr size_t kHeaderSize = 52;      // bytes before the first checkpoint
-constexpr size_t kCheckpointSize = 28;  // fixed bytes of one checkpoint
+constexpr size_t kCheckpointSize = 60;  // fixed bytes of one checkpoint, span digest included
+constexpr size_t kDigestSize = 32;
 constexpr size_t kTrailerSize = 4;      // the CRC-32
 // A stored window never needs more than its length plus deflate's block
 // overhead (Add falls back to stored blocks if compression would expand it).
@@ -201,6 +203,52 @@ CompressedSpan CheckpointIndex::SpanFor(uint64_t offset, uint64_t len) const {
   return span;
 }
 
+uint64_t CheckpointIndex::SpanBegin(size_t i) const {
+  const Checkpoint& c = checkpoints.at(i);
+  return c.compressed_offset - (c.bits > 0 ? 1 : 0);
+}
+
+uint64_t CheckpointIndex::SpanEnd(size_t i) const {
+  if (i + 1 >= checkpoints.size()) return compressed_size;
+  return std::min(checkpoints[i + 1].compressed_offset, compressed_size);
+}
+
+void CheckpointIndex::ComputeSpanDigests(std::span<const uint8_t> blob) {
+  if (blob.size() != compressed_size) Fail(ErrorCode::kInvalidArgument, "blob size differs from the index's");
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    const uint64_t begin = SpanBegin(i), end = std::max(SpanEnd(i), begin);
+    Sha256::Digest(blob.data() + begin, static_cast<size_t>(end - begin), checkpoints[i].span_digest.data());
+  }
+}
+
+void CheckpointIndex::VerifySpans(size_t first, uint64_t begin, std::span<const uint8_t> bytes) const {
+  if (first >= checkpoints.size() || SpanBegin(first) != begin) {
+    Fail(ErrorCode::kInvalidArgument, "range to verify does not start at a checkpoint's span");
+  }
+  const uint64_t end = begin + bytes.size();
+  uint8_t digest[kDigestSize];
+  // Spans are contiguous (each starts at or one byte before the previous
+  // one's end), so checking them up to the one that ends at `end` proves
+  // every byte of the range.
+  for (size_t i = first; i < checkpoints.size(); ++i) {
+    const uint64_t span_begin = SpanBegin(i), span_end = std::max(SpanEnd(i), span_begin);
+    if (span_end > end) {
+      FailAt(ErrorCode::kTruncated, "compressed range ends inside the span of checkpoint " + std::to_string(i),
+             end);
+    }
+    Sha256::Digest(bytes.data() + (span_begin - begin), static_cast<size_t>(span_end - span_begin), digest);
+    if (std::memcmp(digest, checkpoints[i].span_digest.data(), kDigestSize) != 0) {
+      Fail(ErrorCode::kDigestMismatch, "compressed bytes " + std::to_string(span_begin) + "-" +
+                                           std::to_string(span_end) + " (the span of checkpoint " +
+                                           std::to_string(i) + " at compressed offset " +
+                                           std::to_string(checkpoints[i].compressed_offset) +
+                                           ") do not match the index's SHA-256: the source sent wrong bytes");
+    }
+    if (span_end == end) return;
+  }
+  FailAt(ErrorCode::kInvalidArgument, "compressed range passes the end of the blob", end);
+}
+
 size_t CheckpointIndex::SerializedSize() const {
   size_t size = kHeaderSize + kTrailerSize;
   for (const Checkpoint& c : checkpoints) size += kCheckpointSize + c.stored_window.size();
@@ -228,6 +276,8 @@ std::vector<uint8_t> CheckpointIndex::Serialize() const {
     Put(at, 0, 2);  // reserved
     Put(at, c.window_length, 4);
     Put(at, c.stored_window.size(), 4);
+    std::memcpy(at, c.span_digest.data(), kDigestSize);
+    at += kDigestSize;
     if (!c.stored_window.empty()) std::memcpy(at, c.stored_window.data(), c.stored_window.size());
     at += c.stored_window.size();
   }
@@ -245,6 +295,11 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
   if (version > kVersion) {
     Fail(ErrorCode::kUnsupported, "checkpoint index version " + std::to_string(version) +
                                       " is newer than this build reads (" + std::to_string(kVersion) + ")");
+  }
+  if (version < kVersion) {
+    Fail(ErrorCode::kUnsupported, "checkpoint index version " + std::to_string(version) +
+                                      " has no span digests, so reads from the source could not be proven: "
+                                      "re-index the image with this build");
   }
   const size_t body = bytes.size() - kTrailerSize;
   if (Crc32(p, body) != static_cast<uint32_t>(Get(p + body, 4))) Corrupt("checksum mismatch");
@@ -283,6 +338,7 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
     uint16_t reserved = static_cast<uint16_t>(Get(c + 18, 2));
     checkpoint.window_length = static_cast<uint32_t>(Get(c + 20, 4));
     uint32_t stored_length = static_cast<uint32_t>(Get(c + 24, 4));
+    std::memcpy(checkpoint.span_digest.data(), c + 28, kDigestSize);
     pos += kCheckpointSize;
     const std::string which = "checkpoint " + std::to_string(i) + ": ";
     if (kind > static_cast<uint8_t>(CheckpointKind::kMemberStart)) Corrupt(which + "unknown kind");

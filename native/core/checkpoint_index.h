@@ -13,20 +13,34 @@
 // Layers that are plain tar have no checkpoints: uncompressed offset equals
 // blob offset.
 //
-// Serialized form, version 1. All integers little-endian; offsets are bytes
+// Span digests. Each checkpoint carries the SHA-256 of the compressed bytes
+// a read starting at it needs: its span, from its first byte (the byte
+// holding its leading bits, if any) up to the next checkpoint's
+// compressed_offset (the last one's: to the end of the blob), exactly what
+// SpanFor asks for. A range fetched from the source (an HTTP Range body, a
+// pread on a blob) cannot be checked against the blob's digest, but each
+// span in it can be checked against its own, and RangeReader does so before
+// inflating a byte: a flipped byte anywhere in the fetched range is EDIGEST,
+// never wrong output. Consecutive spans share one byte when the later
+// checkpoint has leading bits. The indexer computes them in its single pass
+// (it sees every compressed byte for the blob digest anyway).
+//
+// Serialized form, version 2. All integers little-endian; offsets are bytes
 // from the start of the serialized index:
 //
 //   off  size  field
 //     0     8  magic "CLIPCKPT"
-//     8     4  u32 version (1). A reader rejects a newer version as kUnsupported.
-//    12     4  u32 flags (0; no flags are defined in version 1)
+//     8     4  u32 version (2). A reader rejects a newer version and version 1
+//              (which has no span digests, so its reads could not be proven)
+//              as kUnsupported: re-index the layer.
+//    12     4  u32 flags (0; no flags are defined in version 2)
 //    16     1  u8 format (0 = tar, 1 = gzip)
 //    17     7  reserved, zero
 //    24     8  u64 compressed_size     bytes of the blob
 //    32     8  u64 uncompressed_size   bytes of the tar stream
 //    40     8  u64 spacing             requested bytes between checkpoints
 //    48     4  u32 count               checkpoints that follow
-//    52        count x checkpoint, each 28 bytes + its stored window:
+//    52        count x checkpoint, each 60 bytes + its stored window:
 //                +0   8  u64 uncompressed_offset
 //                +8   8  u64 compressed_offset
 //               +16   1  u8 bits (0..7)
@@ -35,7 +49,8 @@
 //               +20   4  u32 window_length (<= 32768; 0 for a member start)
 //               +24   4  u32 stored_length (0 iff window_length is 0;
 //                        <= window_length + 64)
-//               +28      stored_length bytes: the window as raw deflate
+//               +28  32  SHA-256 of the checkpoint's span (raw bytes)
+//               +60      stored_length bytes: the window as raw deflate
 //   end-4   4  u32 CRC-32 (zlib's crc32, the gzip polynomial) of every byte
 //              before it
 //
@@ -47,6 +62,7 @@
 // Stored windows are inflated (and checked) only when used, by LoadWindow.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -72,6 +88,7 @@ struct Checkpoint {
   CheckpointKind kind = CheckpointKind::kBlock;
   uint32_t window_length = 0;        // bytes of uncompressed window (<= 32768)
   std::vector<uint8_t> stored_window;  // the window, raw-deflate compressed
+  std::array<uint8_t, 32> span_digest{};  // SHA-256 of SpanBegin(i)..SpanEnd(i) of the blob
 };
 
 struct CompressedSpan {
@@ -118,12 +135,31 @@ class CheckpointIndex {
   // span. Throws kInvalidArgument when the range passes the end.
   CompressedSpan SpanFor(uint64_t offset, uint64_t len) const;
 
+  // Checkpoint i's span: blob bytes [SpanBegin(i), SpanEnd(i)), the bytes a
+  // read starting at it needs to reach the next checkpoint (see the file
+  // comment). i must be < checkpoints.size().
+  uint64_t SpanBegin(size_t i) const;
+  uint64_t SpanEnd(size_t i) const;
+
+  // Computes every span digest from the whole blob in memory (tests and
+  // tools; the indexer computes them as it streams). Throws
+  // kInvalidArgument when blob.size() != compressed_size.
+  void ComputeSpanDigests(std::span<const uint8_t> blob);
+
+  // Checks blob bytes [begin, begin + bytes.size()) against the span
+  // digests: every span from checkpoint `first` on up to the one ending at
+  // the range's end must lie inside the range (the range SpanFor returns
+  // does) and match. Throws kDigestMismatch naming the span's offsets when
+  // one does not, kTruncated when the range ends inside a span,
+  // kInvalidArgument when the range does not start at span `first`.
+  void VerifySpans(size_t first, uint64_t begin, std::span<const uint8_t> bytes) const;
+
   // Bytes the serialized index takes.
   size_t SerializedSize() const;
   std::vector<uint8_t> Serialize() const;
   // Parses and validates a serialized index: magic, version, checksum, sorted
   // and in-range offsets, window lengths <= 32 KiB. Any violation throws
-  // CoreError(kCorrupt); a newer version throws kUnsupported.
+  // CoreError(kCorrupt); a newer version, or version 1, throws kUnsupported.
   static CheckpointIndex Deserialize(std::span<const uint8_t> bytes);
 };
 

@@ -210,6 +210,15 @@ class CheckpointingInflater::Impl {
   }
 
   void RequestCheckpoint() { requested_ = true; }
+  void OnSpanStart(SpanStartSink sink) { span_start_ = std::move(sink); }
+
+  uint64_t settled_input() const {
+    // A member start lies at its header's first byte; a block boundary is
+    // found at most the bytes the engine holds (kRecentInput covers them)
+    // behind the input consumed, and its span starts one byte earlier.
+    if (phase_ == Phase::kHeader && !header_.untouched()) return member_in_;
+    return in_pos_ > kRecentInput + 1 ? in_pos_ - kRecentInput - 1 : 0;
+  }
 
   uint64_t compressed_consumed() const { return in_pos_; }
   uint64_t uncompressed_produced() const { return out_pos_; }
@@ -288,6 +297,7 @@ class CheckpointingInflater::Impl {
     // offset: the earlier checkpoint already covers it.
     if (!have_checkpoint_ || out_pos_ > last_checkpoint_out_) {
       NoteCheckpoint(out_pos_);
+      if (span_start_) span_start_(member_in_, 0);
       EmitWhole(out_pos_, member_in_, 0, CheckpointKind::kMemberStart, {});
     }
   }
@@ -394,6 +404,7 @@ class CheckpointingInflater::Impl {
     checkpoint.uncompressed_offset = out_pos_;
     checkpoint.compressed_offset = (bit_position + 7) / 8;
     checkpoint.bits = static_cast<uint8_t>(checkpoint.compressed_offset * 8 - bit_position);
+    if (span_start_) span_start_(checkpoint.compressed_offset, checkpoint.bits);
     // The window: output of this member before the boundary (older bytes
     // cannot be referenced), at most 32 KiB; always inside the buffer.
     size_t window = static_cast<size_t>(std::min<uint64_t>(kHistory, out_pos_ - member_out_));
@@ -529,6 +540,7 @@ class CheckpointingInflater::Impl {
   OutputSink output_;
   CheckpointSink checkpoint_;
   DeferredCheckpointSink deferred_;  // set: checkpoints go here, their analysis not yet run
+  SpanStartSink span_start_;
   std::unique_ptr<DeflateStream> deflate_;
   GzipHeaderParser header_;
   Phase phase_ = Phase::kHeader;
@@ -581,6 +593,8 @@ CheckpointingInflater::~CheckpointingInflater() = default;
 void CheckpointingInflater::Feed(const uint8_t* data, size_t len) { impl_->Feed(data, len); }
 void CheckpointingInflater::Finish() { impl_->Finish(); }
 void CheckpointingInflater::RequestCheckpoint() { impl_->RequestCheckpoint(); }
+void CheckpointingInflater::OnSpanStart(SpanStartSink sink) { impl_->OnSpanStart(std::move(sink)); }
+uint64_t CheckpointingInflater::settled_input() const { return impl_->settled_input(); }
 uint64_t CheckpointingInflater::compressed_consumed() const { return impl_->compressed_consumed(); }
 uint64_t CheckpointingInflater::uncompressed_produced() const { return impl_->uncompressed_produced(); }
 

@@ -107,6 +107,17 @@ class CheckpointingInflater {
   CheckpointingInflater(const CheckpointingInflater&) = delete;
   CheckpointingInflater& operator=(const CheckpointingInflater&) = delete;
 
+  // Called the moment a checkpoint's position is fixed (before its window
+  // is analysed and the checkpoint sink sees it), in checkpoint order, with
+  // the blob offset and leading bits of the checkpoint: where its span
+  // begins and the previous one ends (see CheckpointIndex's span digests).
+  using SpanStartSink = std::function<void(uint64_t compressed_offset, uint8_t bits)>;
+  void OnSpanStart(SpanStartSink sink);
+  // A blob offset no later span starts before: every checkpoint whose span
+  // begins earlier has been reported to OnSpanStart's sink. Grows as input
+  // is fed; a caller hashing spans may hash blob bytes below it.
+  uint64_t settled_input() const;
+
   // Inflates `len` more compressed bytes. Calls the sinks zero or more times.
   // Throws CoreError (kCorrupt) on bad data; after a throw the inflater is dead.
   void Feed(const uint8_t* data, size_t len);

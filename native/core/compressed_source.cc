@@ -39,4 +39,10 @@ size_t MemorySource::ReadAt(uint64_t offset, uint8_t* out, size_t len) const {
   return n;
 }
 
+
+const uint8_t* MemorySource::View(uint64_t offset, size_t len) const {
+  if (offset < base_ || offset - base_ > len_ || len > len_ - (offset - base_)) return nullptr;
+  return data_ + (offset - base_);
+}
+
 }  // namespace clip::core

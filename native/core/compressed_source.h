@@ -21,6 +21,9 @@ class CompressedSource {
   // number of bytes read, which is short only at the end of what the source
   // holds. Throws CoreError(kIo) when the operating system fails the read.
   virtual size_t ReadAt(uint64_t offset, uint8_t* out, size_t len) const = 0;
+  // The source's own bytes [offset, offset + len) when it holds them in
+  // memory (no copy needed), else nullptr.
+  virtual const uint8_t* View(uint64_t, size_t) const { return nullptr; }
 };
 
 // A layer blob in a file, read with pread(2). Owns the descriptor.
@@ -43,6 +46,7 @@ class MemorySource final : public CompressedSource {
   // Reads outside [base, base + len) return 0 bytes (as at end of file), so a
   // span that was fetched too short shows up as ETRUNCATED, never as garbage.
   size_t ReadAt(uint64_t offset, uint8_t* out, size_t len) const override;
+  const uint8_t* View(uint64_t offset, size_t len) const override;
 
  private:
   uint64_t base_;

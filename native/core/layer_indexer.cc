@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -24,9 +26,90 @@
 namespace clip::core {
 namespace {
 
+// The span digests of a gzip blob (see checkpoint_index.h), hashed as the
+// blob streams by. Checkpoints report where their spans start (Start) at
+// least before any blob byte at or past `settled` is handed over (Add), so
+// bytes below `settled` can be hashed into every span they belong to at
+// once; the few bytes above it wait in `held_` until the next chunk.
+class SpanHasher {
+ public:
+  void Start(uint64_t compressed_offset, uint8_t bits) {
+    const uint64_t begin = compressed_offset - (bits > 0 ? 1 : 0);
+    if (begin < hashed_to_ || compressed_offset < (open_.empty() ? 0 : open_.back().begin)) {
+      Fail(ErrorCode::kInvalidArgument, "span digests: a checkpoint was reported after its bytes were hashed");
+    }
+    if (!open_.empty()) open_.back().end = compressed_offset;
+    open_.push_back({std::make_unique<Sha256>(), begin, kOpenEnd});
+    Close();
+  }
+
+  // Blob bytes that follow the previous ones; those below `settled` are hashed.
+  void Add(const uint8_t* data, size_t len, uint64_t settled) {
+    const uint64_t at = received_;
+    received_ += len;
+    const uint64_t limit = std::min(received_, settled);
+    if (!held_.empty()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(held_.size(), limit > hashed_to_ ? limit - hashed_to_ : 0));
+      Hash(held_.data(), n);
+      held_.erase(held_.begin(), held_.begin() + static_cast<ptrdiff_t>(n));
+      if (!held_.empty()) {
+        held_.insert(held_.end(), data, data + len);
+        return;
+      }
+    }
+    const size_t n = limit > at ? static_cast<size_t>(limit - at) : 0;
+    Hash(data, n);
+    held_.insert(held_.end(), data + n, data + len);
+  }
+
+  // The blob has ended: hashes what is held and returns one digest per span.
+  std::vector<std::array<uint8_t, Sha256::kSize>> Finish() {
+    Hash(held_.data(), held_.size());
+    held_.clear();
+    if (!open_.empty()) open_.back().end = received_;
+    Close();
+    return std::move(digests_);
+  }
+
+ private:
+  static constexpr uint64_t kOpenEnd = ~uint64_t{0};
+  struct Span {
+    std::unique_ptr<Sha256> sha;
+    uint64_t begin;
+    uint64_t end;  // kOpenEnd until the next span starts
+  };
+
+  // Hashes blob bytes [hashed_to_, hashed_to_ + n) into the spans they fall in.
+  void Hash(const uint8_t* data, size_t n) {
+    const uint64_t from = hashed_to_, to = hashed_to_ + n;
+    for (Span& span : open_) {
+      const uint64_t b = std::max(from, span.begin), e = std::min(to, span.end);
+      if (b < e) span.sha->Update(data + (b - from), static_cast<size_t>(e - b));
+    }
+    hashed_to_ = to;
+    Close();
+  }
+
+  // Finishes the spans whose every byte has been hashed, in order.
+  void Close() {
+    while (!open_.empty() && open_.front().end != kOpenEnd && open_.front().end <= hashed_to_) {
+      std::array<uint8_t, Sha256::kSize> digest;
+      open_.front().sha->Finish(digest.data());
+      digests_.push_back(digest);
+      open_.pop_front();
+    }
+  }
+
+  std::deque<Span> open_;  // spans not yet finished, in order; only the last one has no end yet
+  std::vector<uint8_t> held_;  // blob bytes [hashed_to_, received_) not yet below `settled`
+  uint64_t hashed_to_ = 0;
+  uint64_t received_ = 0;
+  std::vector<std::array<uint8_t, Sha256::kSize>> digests_;
+};
+
 // Work for the side thread, in stream order.
 struct SideTask {
-  enum class Kind { kCompressed, kUncompressed, kBoth, kCheckpoint, kStop };
+  enum class Kind { kCompressed, kUncompressed, kBoth, kCheckpoint, kSpanStart, kStop };
   Kind kind = Kind::kStop;
   std::vector<uint8_t> bytes;  // blob bytes or tar bytes
   WindowAnalysis window;       // a checkpoint's window, made sparse on the side thread
@@ -34,6 +117,8 @@ struct SideTask {
   uint64_t compressed_offset = 0;
   uint8_t bits = 0;
   CheckpointKind checkpoint_kind = CheckpointKind::kBlock;
+  uint64_t settled = 0;  // kCompressed of a gzip blob: SpanHasher::Add's `settled`
+  bool spans = false;    // kCompressed: also hash into span digests (gzip)
 
   size_t size() const { return bytes.size() + window.bytes(); }
 };
@@ -92,13 +177,21 @@ class SideWorker {
     return buffer;
   }
 
-  // Drains the queue, stops the thread, rethrows what it threw.
+  // Drains the queue, stops the thread, rethrows what it threw; then gives
+  // the span digests to the index's checkpoints (gzip).
   void Finish(std::string& digest, std::string& diff_id) {
     Push({});
     thread_.join();
     if (error_) std::rethrow_exception(error_);
     digest = compressed_.FinishDigest();
     diff_id = uncompressed_.FinishDigest();
+    if (index_.format != LayerFormat::kGzip) return;
+    auto span_digests = spans_.Finish();
+    if (span_digests.size() != index_.checkpoints.size()) {
+      Fail(ErrorCode::kInvalidArgument, "span digests: " + std::to_string(span_digests.size()) + " spans for " +
+                                            std::to_string(index_.checkpoints.size()) + " checkpoints (a bug)");
+    }
+    for (size_t i = 0; i < span_digests.size(); ++i) index_.checkpoints[i].span_digest = span_digests[i];
   }
 
  private:
@@ -121,7 +214,11 @@ class SideWorker {
         switch (task.kind) {
           case SideTask::Kind::kCompressed:
             compressed_.Update(task.bytes.data(), task.bytes.size());
+            if (task.spans) spans_.Add(task.bytes.data(), task.bytes.size(), task.settled);
             Recycle(std::move(task.bytes));
+            break;
+          case SideTask::Kind::kSpanStart:
+            spans_.Start(task.compressed_offset, task.bits);
             break;
           case SideTask::Kind::kUncompressed:
             uncompressed_.Update(task.bytes.data(), task.bytes.size());
@@ -164,6 +261,7 @@ class SideWorker {
   WindowSparsifier sparsifier_;
   Sha256 compressed_;
   Sha256 uncompressed_;
+  SpanHasher spans_;
   // Lock order: mutex_ is a leaf; nothing else is taken while holding it.
   std::mutex mutex_;
   std::condition_variable ready_;
@@ -247,6 +345,8 @@ class LayerIndexer::Impl {
       SideTask task;
       task.kind = SideTask::Kind::kCompressed;
       task.bytes = std::move(buffer);
+      task.spans = true;
+      task.settled = inflater_->settled_input();
       side_.Push(std::move(task));
     });
   }
@@ -314,6 +414,13 @@ class LayerIndexer::Impl {
             task.checkpoint_kind = kind;
             side_.Push(std::move(task));
           }));
+      inflater_->OnSpanStart([this](uint64_t compressed_offset, uint8_t bits) {
+        SideTask task;
+        task.kind = SideTask::Kind::kSpanStart;
+        task.compressed_offset = compressed_offset;
+        task.bits = bits;
+        side_.Push(std::move(task));
+      });
       return;
     }
     if (StartsWith(head_, {0x28, 0xb5, 0x2f, 0xfd}))
@@ -333,9 +440,13 @@ class LayerIndexer::Impl {
     SideTask task;
     task.bytes = side_.TakeBuffer(data, len);
     if (inflater_) {
-      task.kind = SideTask::Kind::kCompressed;
-      side_.Push(std::move(task));
+      // Inflate first: the checkpoints it finds in these bytes reach the
+      // side thread before the bytes do (see SpanHasher).
       inflater_->Feed(data, len);
+      task.kind = SideTask::Kind::kCompressed;
+      task.spans = true;
+      task.settled = inflater_->settled_input();
+      side_.Push(std::move(task));
     } else {
       task.kind = SideTask::Kind::kBoth;
       side_.Push(std::move(task));

@@ -9,6 +9,12 @@
 // it cannot know its CRC-32. A read also stops as soon as it has its bytes;
 // it never reads ahead to check a trailer it does not need.
 //
+// Before inflating, a read fetches its whole compressed span (SpanFor) and
+// checks it against the index's span digests (CheckpointIndex::VerifySpans),
+// then inflates only from those verified bytes: a source that returns a
+// wrong byte anywhere in the span fails the read with EDIGEST instead of
+// producing output.
+//
 // All mutable state (engine, buffers, the inflated window) lives in a
 // per-thread scratch area, so concurrent reads share nothing but the
 // read-only index and source, and a read allocates nothing in steady state.
@@ -33,6 +39,7 @@ constexpr size_t kOutputChunk = 256 * 1024;  // uncompressed bytes per engine ca
 struct ReadScratch {
   std::unique_ptr<DeflateStream> engines[2];  // indexed by InflateEngine
   std::vector<uint8_t> window;
+  std::vector<uint8_t> span;  // the read's compressed span, when the source cannot lend it
   std::vector<uint8_t> input = std::vector<uint8_t>(kInputHeadroom + kInputChunk);
   std::vector<uint8_t> output = std::vector<uint8_t>(kOutputChunk);
   bool busy = false;  // guards against a source that reads through a RangeReader on this thread
@@ -96,11 +103,25 @@ uint32_t LoadLe32(const uint8_t* p) {
 // Reads bytes [offset, offset + len) of a gzip layer using `scratch`.
 void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, InflateEngine engine,
               ReadScratch& scratch, uint64_t offset, uint8_t* out, size_t len) {
-  const size_t ci = index.Find(offset);
-  if (ci >= index.checkpoints.size()) Fail(ErrorCode::kCorrupt, "gzip index has no checkpoints");
+  if (index.checkpoints.empty()) Fail(ErrorCode::kCorrupt, "gzip index has no checkpoints");
+  // The whole span first, proven against the index's span digests: no byte
+  // is inflated (let alone returned) before every compressed byte it could
+  // depend on is known to be the indexed blob's.
+  const CompressedSpan span = index.SpanFor(offset, len);
+  const size_t ci = span.checkpoint;
   const Checkpoint& checkpoint = index.checkpoints[ci];
+  const size_t span_length = static_cast<size_t>(span.end - span.begin);
+  const uint8_t* span_bytes = source.View(span.begin, span_length);
+  if (!span_bytes) {
+    scratch.span.resize(span_length);
+    const size_t n = source.ReadAt(span.begin, scratch.span.data(), span_length);
+    if (n < span_length) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", span.begin + n);
+    span_bytes = scratch.span.data();
+  }
+  index.VerifySpans(ci, span.begin, {span_bytes, span_length});
+  const MemorySource verified(span.begin, span_bytes, span_length);
   DeflateStream& deflate = scratch.Engine(engine);
-  InputCursor input(source, scratch.input, checkpoint.compressed_offset);
+  InputCursor input(verified, scratch.input, checkpoint.compressed_offset);
 
   // Member bookkeeping: the CRC can be checked only for members whose output
   // this read saw from the start.
@@ -115,7 +136,7 @@ void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, Infl
     unsigned prime = 0;
     if (checkpoint.bits > 0) {
       uint8_t byte = 0;
-      if (source.ReadAt(checkpoint.compressed_offset - 1, &byte, 1) != 1) {
+      if (verified.ReadAt(checkpoint.compressed_offset - 1, &byte, 1) != 1) {
         FailAt(ErrorCode::kTruncated, "compressed data missing", checkpoint.compressed_offset - 1);
       }
       prime = byte >> (8 - checkpoint.bits);

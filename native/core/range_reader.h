@@ -2,7 +2,7 @@
 //
 // Read(offset, len) finds the nearest checkpoint at or before `offset`,
 // reads the compressed bytes from there through the source (pread or a
-// fetched buffer), restarts inflation with the checkpoint's window, discards
+// fetched buffer), verifies them against the index's span digests, restarts inflation with the checkpoint's window, discards
 // output up to `offset` and returns exactly `len` bytes.
 //
 // Concurrency: a RangeReader is immutable after construction. Each Read uses
@@ -26,6 +26,8 @@ class RangeReader {
 
   // Fills out[0, len) with uncompressed bytes [offset, offset + len).
   // Throws kInvalidArgument if the range passes the end of the stream,
+  // kDigestMismatch if the compressed span does not match the index's span
+  // digests (nothing is written to `out` then),
   // kTruncated if the source ends before the range is produced, kCorrupt if
   // the compressed bytes do not inflate (a wrong window, bad data, a CRC that
   // fails when the range reaches a member's end), kIo from the source.

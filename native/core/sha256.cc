@@ -16,6 +16,16 @@ void Sha256::Update(const uint8_t* data, size_t len) {
   if (len) EVP_DigestUpdate(ctx_, data, len);
 }
 
+void Sha256::Finish(uint8_t out[kSize]) {
+  unsigned int md_len = 0;
+  EVP_DigestFinal_ex(ctx_, out, &md_len);
+}
+
+void Sha256::Digest(const uint8_t* data, size_t len, uint8_t out[kSize]) {
+  unsigned int md_len = 0;
+  if (EVP_Digest(data, len, out, &md_len, EVP_sha256(), nullptr) != 1) Fail(ErrorCode::kNoMemory, "cannot run SHA-256");
+}
+
 std::string Sha256::FinishDigest() {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;

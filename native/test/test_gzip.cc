@@ -24,6 +24,7 @@
 #include "../core/checkpointing_inflater.h"
 #include "../core/compressed_source.h"
 #include "../core/inflate_engine.h"
+#include "../core/layer_indexer.h"
 #include "../core/range_reader.h"
 #include "harness.h"
 
@@ -38,7 +39,11 @@ using clip::core::CoreError;
 using clip::core::ErrorCode;
 using clip::core::FileSource;
 using clip::core::InflateEngine;
+using clip::core::IndexLayerFile;
 using clip::core::LayerFormat;
+using clip::core::LayerIndex;
+using clip::core::LayerIndexer;
+using clip::core::LayerIndexOptions;
 using clip::core::MemorySource;
 using clip::core::RangeReader;
 using clip::test::ReadFile;
@@ -134,6 +139,7 @@ Indexed IndexBytes(const Bytes& gz, InflateEngine engine, uint64_t spacing, size
   result.index.compressed_size = gz.size();
   result.index.uncompressed_size = inflater.uncompressed_produced();
   CHECK_EQ(inflater.compressed_consumed(), gz.size());
+  result.index.ComputeSpanDigests(gz);
   return result;
 }
 
@@ -727,6 +733,13 @@ TEST(gzip_reader_errors) {
     MemorySource bad_source(0, bad.data(), bad.size());
     RangeReader bad_reader(index, bad_source, engine);
     CHECK_THROWS_CODE(bad_reader.Read(index.checkpoints[2].uncompressed_offset + 10, buffer.data(), 100),
+                      ErrorCode::kDigestMismatch);
+    // The same garbage with span digests that vouch for it (an index made
+    // from the bad blob) gets past verification: the engine says ECORRUPT.
+    CheckpointIndex vouching = index;
+    vouching.ComputeSpanDigests(bad);
+    RangeReader vouched_reader(vouching, bad_source, engine);
+    CHECK_THROWS_CODE(vouched_reader.Read(index.checkpoints[2].uncompressed_offset + 10, buffer.data(), 100),
                       ErrorCode::kCorrupt);
   }
   // A window that does not inflate.
@@ -744,9 +757,119 @@ TEST(gzip_reader_errors) {
   MemorySource two_source(0, two.data(), two.size());
   for (InflateEngine engine : kEngines) {
     RangeReader reader(two_index.index, two_source, engine);
+    CHECK_THROWS_CODE(reader.Read(99000, buffer.data(), 2000), ErrorCode::kDigestMismatch);
+  }
+  two_index.index.ComputeSpanDigests(two);  // digests that vouch for the bad trailer: the CRC catches it
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(two_index.index, two_source, engine);
     CHECK_THROWS_CODE(reader.Read(99000, buffer.data(), 2000), ErrorCode::kCorrupt);
     reader.Read(98000, buffer.data(), 2000);  // ends at the member end: no trailer needed
   }
+}
+
+// A tar stream of a few files (some larger than the indexer's 512 KiB
+// large-file threshold), gzip'd as two members split mid-stream.
+Bytes TwoMemberTarGz(const std::string& name) {
+  const std::string dir = Path(name + ".d");
+  MustRun("rm -rf '" + dir + "' && mkdir -p '" + dir + "' && cd '" + dir + "' && " +
+          "head -c 3000000 /dev/urandom | base64 > a && seq 1 200000 > b && head -c 700000 /dev/urandom > c && " +
+          "tar -cf ../" + name + ".tar a b c && cd .. && head -c 1000000 " + name + ".tar | gzip -6 > " + name +
+          ".gz && tail -c +1000001 " + name + ".tar | gzip -1 >> " + name + ".gz");
+  return ReadFile(Path(name + ".gz"));
+}
+
+TEST(gzip_span_digests_streamed) {
+  // LayerIndexer hashes the spans as the blob streams by, however it is
+  // chunked; the digests must equal those computed from the whole blob.
+  Bytes gz = TwoMemberTarGz("spans");
+  for (InflateEngine engine : kEngines) {
+    for (size_t chunk : {size_t{1} << 20, size_t{65537}, size_t{333}, size_t{1}}) {
+      if (chunk == 1 && engine == InflateEngine::kZlib) continue;  // a byte at a time is slow; one engine suffices
+      LayerIndexOptions options;
+      options.engine = engine;
+      options.spacing = 256 * 1024;
+      LayerIndexer indexer(options);
+      for (size_t at = 0; at < gz.size(); at += chunk) indexer.Feed(gz.data() + at, std::min(chunk, gz.size() - at));
+      LayerIndex streamed = indexer.Finish();
+      CheckpointIndex recomputed = streamed.checkpoints;
+      recomputed.ComputeSpanDigests(gz);
+      CHECK(recomputed.checkpoints.size() > 8);
+      bool member_start_after_first = false;
+      for (size_t i = 0; i < recomputed.checkpoints.size(); ++i) {
+        CHECK(recomputed.checkpoints[i].span_digest == streamed.checkpoints.checkpoints[i].span_digest);
+        member_start_after_first |= i > 0 && recomputed.checkpoints[i].kind == CheckpointKind::kMemberStart;
+      }
+      CHECK(member_start_after_first);
+    }
+  }
+}
+
+TEST(gzip_span_digest_catches_every_flip) {
+  // A read fetched straight from the source is proven before it is
+  // inflated: flip one byte of its span (inside it, in the partial leading
+  // byte, at its last byte, at the end of the blob) and the read fails with
+  // EDIGEST and writes nothing; reads of other spans are unaffected.
+  Bytes data = SampleData(3 << 20, 31);
+  Bytes gz = Compress("flips.gz", data, "gzip -6");
+  Indexed result = IndexBytes(gz, InflateEngine::kIsal, 256 * 1024);
+  const CheckpointIndex& index = result.index;
+  size_t k = 0;  // a block checkpoint with leading bits, not the last
+  for (size_t i = 1; i + 2 < index.checkpoints.size() && k == 0; ++i)
+    if (index.checkpoints[i].bits > 0) k = i;
+  CHECK(k > 0);
+  const size_t last = index.checkpoints.size() - 1;
+  struct Flip {
+    const char* what;
+    uint64_t at;       // blob offset of the flipped byte
+    size_t checkpoint;  // the read starts here
+  };
+  const uint64_t begin = index.SpanBegin(k), end = index.SpanEnd(k);
+  for (Flip flip : {Flip{"the partial leading byte", begin, k}, Flip{"inside the span", (begin + end) / 2, k},
+                    Flip{"the span's last byte", end - 1, k}, Flip{"the blob's last byte", gz.size() - 1, last},
+                    Flip{"a member start's first byte", 0, 0}}) {
+    CHECK_EQ(begin, index.checkpoints[k].compressed_offset - 1);
+    Bytes bad = gz;
+    bad[flip.at] ^= 0x01;
+    WriteFile(Path("flipped.gz"), bad);
+    FileSource file(Path("flipped.gz"));
+    MemorySource memory(0, bad.data(), bad.size());
+    for (const clip::core::CompressedSource* source :
+         {static_cast<const clip::core::CompressedSource*>(&file),
+          static_cast<const clip::core::CompressedSource*>(&memory)}) {
+      for (InflateEngine engine : kEngines) {
+        RangeReader reader(index, *source, engine);
+        const uint64_t offset = index.checkpoints[flip.checkpoint].uncompressed_offset + 100;
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(4096, data.size() - offset));
+        Bytes out(len, 0xaa);
+        std::string message;
+        try {
+          reader.Read(offset, out.data(), len);
+        } catch (const CoreError& e) {
+          if (e.code() != ErrorCode::kDigestMismatch) throw;
+          message = e.what();
+        }
+        if (message.empty()) throw clip::test::Failure(std::string("a flip in ") + flip.what + " was not caught");
+        CHECK(message.find("compressed offset") != std::string::npos);
+        CHECK(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0xaa; }));
+        // A read whose span does not hold the flipped byte still works.
+        const size_t other = flip.checkpoint == 0 ? last - 1 : (flip.checkpoint == last ? 1 : k + 2);
+        const uint64_t other_offset = index.checkpoints[other].uncompressed_offset;
+        if (flip.at < index.SpanBegin(other) || flip.at >= index.SpanEnd(other)) {
+          ExpectRead(reader, data, other_offset, 1000);
+        }
+      }
+    }
+  }
+  // A range read crossing several spans verifies each of them.
+  Bytes bad = gz;
+  bad[index.SpanEnd(k + 1) - 1] ^= 0x80;
+  MemorySource memory(0, bad.data(), bad.size());
+  RangeReader reader(index, memory, InflateEngine::kIsal);
+  const uint64_t from = index.checkpoints[k].uncompressed_offset;
+  Bytes out(static_cast<size_t>(index.checkpoints[k + 2].uncompressed_offset - from));
+  CHECK_THROWS_CODE(reader.Read(from, out.data(), out.size()), ErrorCode::kDigestMismatch);
+  CHECK_THROWS_CODE(index.VerifySpans(k, index.SpanBegin(k), {gz.data() + index.SpanBegin(k), 10}),
+                    ErrorCode::kTruncated);
 }
 
 TEST(gzip_index_serialization) {
@@ -788,8 +911,22 @@ TEST(gzip_index_serialization) {
     return b;
   };
   Bytes newer = bytes;
-  newer[8] = 2;
+  newer[8] = 3;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(newer)), ErrorCode::kUnsupported);
+  // Version 1 had no span digests: refused, never read unverified.
+  Bytes v1 = bytes;
+  v1[8] = 1;
+  std::string v1_message;
+  try {
+    CheckpointIndex::Deserialize(reseal(v1));
+  } catch (const CoreError& e) {
+    CHECK(e.code() == ErrorCode::kUnsupported);
+    v1_message = e.what();
+  }
+  CHECK(v1_message.find("re-index") != std::string::npos);
+  // Span digests survive the round trip.
+  for (size_t i = 0; i < copy.checkpoints.size(); ++i)
+    CHECK(copy.checkpoints[i].span_digest == result.index.checkpoints[i].span_digest);
   Bytes lying = bytes;
   lying[48] = 0xff;
   lying[49] = 0xff;
@@ -879,6 +1016,7 @@ TEST(gzip_over_4gib) {
   inflater.Finish();
   index.compressed_size = file.size();
   index.uncompressed_size = inflater.uncompressed_produced();
+  index.ComputeSpanDigests(ReadFile(path));
   std::cout << "  4.4 GB of zeros indexed in " << Seconds(start) << " s, " << index.checkpoints.size()
             << " checkpoints" << std::endl;
   CHECK_EQ(index.uncompressed_size, 4400000000ull);
@@ -907,7 +1045,17 @@ TEST(gzip_debian_layer) {
   MustRun(std::string("gzip -dc < '") + layer + "' > '" + oracle_path + "'");
   Bytes oracle = ReadFile(oracle_path);
   FileSource file(layer);
+  const Bytes blob = ReadFile(layer);
   for (InflateEngine engine : kEngines) {
+    // The indexer's streamed span digests equal digests computed from the whole blob.
+    LayerIndexOptions options;
+    options.engine = engine;
+    LayerIndex streamed = IndexLayerFile(layer, options);
+    CheckpointIndex recomputed = streamed.checkpoints;
+    recomputed.ComputeSpanDigests(blob);
+    CHECK(streamed.checkpoints.checkpoints.size() > 10);
+    for (size_t i = 0; i < recomputed.checkpoints.size(); ++i)
+      CHECK(recomputed.checkpoints[i].span_digest == streamed.checkpoints.checkpoints[i].span_digest);
     auto start = std::chrono::steady_clock::now();
     CheckpointIndex index;
     index.spacing = 2 << 20;
@@ -931,6 +1079,7 @@ TEST(gzip_debian_layer) {
     double seconds = Seconds(start);
     index.compressed_size = file.size();
     index.uncompressed_size = inflater.uncompressed_produced();
+    index.ComputeSpanDigests(blob);
     CHECK_EQ(mismatches, 0u);
     CHECK_EQ(index.uncompressed_size, oracle.size());
     CHECK(index.checkpoints.size() >= oracle.size() / (4u << 20));
