@@ -221,6 +221,15 @@ void CheckpointIndex::ComputeSpanDigests(std::span<const uint8_t> blob) {
   }
 }
 
+void CheckpointIndex::CheckSpanDigest(size_t i, const uint8_t* digest) const {
+  if (std::memcmp(digest, checkpoints.at(i).span_digest.data(), kDigestSize) == 0) return;
+  const uint64_t begin = SpanBegin(i), end = std::max(SpanEnd(i), begin);
+  Fail(ErrorCode::kDigestMismatch, "compressed bytes " + std::to_string(begin) + "-" + std::to_string(end) +
+                                       " (the span of checkpoint " + std::to_string(i) + " at compressed offset " +
+                                       std::to_string(checkpoints[i].compressed_offset) +
+                                       ") do not match the index's SHA-256: the source sent wrong bytes");
+}
+
 void CheckpointIndex::VerifySpans(size_t first, uint64_t begin, std::span<const uint8_t> bytes) const {
   if (first >= checkpoints.size() || SpanBegin(first) != begin) {
     Fail(ErrorCode::kInvalidArgument, "range to verify does not start at a checkpoint's span");
@@ -237,13 +246,7 @@ void CheckpointIndex::VerifySpans(size_t first, uint64_t begin, std::span<const 
              end);
     }
     Sha256::Digest(bytes.data() + (span_begin - begin), static_cast<size_t>(span_end - span_begin), digest);
-    if (std::memcmp(digest, checkpoints[i].span_digest.data(), kDigestSize) != 0) {
-      Fail(ErrorCode::kDigestMismatch, "compressed bytes " + std::to_string(span_begin) + "-" +
-                                           std::to_string(span_end) + " (the span of checkpoint " +
-                                           std::to_string(i) + " at compressed offset " +
-                                           std::to_string(checkpoints[i].compressed_offset) +
-                                           ") do not match the index's SHA-256: the source sent wrong bytes");
-    }
+    CheckSpanDigest(i, digest);
     if (span_end == end) return;
   }
   FailAt(ErrorCode::kInvalidArgument, "compressed range passes the end of the blob", end);

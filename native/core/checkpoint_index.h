@@ -146,6 +146,10 @@ class CheckpointIndex {
   // kInvalidArgument when blob.size() != compressed_size.
   void ComputeSpanDigests(std::span<const uint8_t> blob);
 
+  // Throws kDigestMismatch, naming span i's offsets, unless `digest` (32
+  // bytes) is span i's recorded digest.
+  void CheckSpanDigest(size_t i, const uint8_t* digest) const;
+
   // Checks blob bytes [begin, begin + bytes.size()) against the span
   // digests: every span from checkpoint `first` on up to the one ending at
   // the range's end must lie inside the range (the range SpanFor returns

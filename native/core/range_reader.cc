@@ -22,10 +22,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "error.h"
+#include "sha256.h"
 
 namespace clip::core {
 
@@ -34,6 +36,9 @@ namespace {
 constexpr size_t kInputChunk = 64 * 1024;    // compressed bytes per source read
 constexpr size_t kInputHeadroom = 16;        // room to push back ISA-L's read-ahead bytes
 constexpr size_t kOutputChunk = 256 * 1024;  // uncompressed bytes per engine call
+// Spans up to this long are read whole, verified and inflated from memory;
+// longer ones (few checkpoints) are verified in chunks, then read again.
+constexpr uint64_t kMaxBufferedSpan = 16u << 20;
 
 // Everything one read needs, reused across reads on the same thread.
 struct ReadScratch {
@@ -100,6 +105,31 @@ uint32_t LoadLe32(const uint8_t* p) {
   return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
 }
 
+// Verifies the spans from checkpoint `first` up to blob offset `end`
+// straight from the source, a chunk at a time: for spans too long to hold
+// (an index built with few checkpoints). The read then inflates from the
+// source again; sources are immutable blobs (a registry or layout blob
+// named by its digest), which is what makes the second read the same bytes.
+void VerifySpansFrom(const CheckpointIndex& index, size_t first, uint64_t end, const CompressedSource& source,
+                     ReadScratch& scratch) {
+  scratch.span.resize(kInputChunk * 16);
+  uint8_t digest[Sha256::kSize];
+  for (size_t i = first; i < index.checkpoints.size(); ++i) {
+    const uint64_t begin = index.SpanBegin(i), span_end = std::max(index.SpanEnd(i), begin);
+    Sha256 sha;
+    for (uint64_t at = begin; at < span_end;) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(scratch.span.size(), span_end - at));
+      const size_t n = source.ReadAt(at, scratch.span.data(), want);
+      if (n == 0) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", at);
+      sha.Update(scratch.span.data(), n);
+      at += n;
+    }
+    sha.Finish(digest);
+    index.CheckSpanDigest(i, digest);
+    if (span_end >= end) return;
+  }
+}
+
 // Reads bytes [offset, offset + len) of a gzip layer using `scratch`.
 void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, InflateEngine engine,
               ReadScratch& scratch, uint64_t offset, uint8_t* out, size_t len) {
@@ -110,18 +140,24 @@ void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, Infl
   const CompressedSpan span = index.SpanFor(offset, len);
   const size_t ci = span.checkpoint;
   const Checkpoint& checkpoint = index.checkpoints[ci];
-  const size_t span_length = static_cast<size_t>(span.end - span.begin);
-  const uint8_t* span_bytes = source.View(span.begin, span_length);
-  if (!span_bytes) {
-    scratch.span.resize(span_length);
-    const size_t n = source.ReadAt(span.begin, scratch.span.data(), span_length);
+  const uint64_t span_length = span.end - span.begin;
+  const uint8_t* span_bytes = source.View(span.begin, static_cast<size_t>(span_length));
+  if (!span_bytes && span_length <= kMaxBufferedSpan) {
+    scratch.span.resize(static_cast<size_t>(span_length));
+    const size_t n = source.ReadAt(span.begin, scratch.span.data(), scratch.span.size());
     if (n < span_length) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", span.begin + n);
     span_bytes = scratch.span.data();
   }
-  index.VerifySpans(ci, span.begin, {span_bytes, span_length});
-  const MemorySource verified(span.begin, span_bytes, span_length);
+  std::optional<MemorySource> verified;
+  if (span_bytes) {
+    index.VerifySpans(ci, span.begin, {span_bytes, static_cast<size_t>(span_length)});
+    verified.emplace(span.begin, span_bytes, static_cast<size_t>(span_length));
+  } else {
+    VerifySpansFrom(index, ci, span.end, source, scratch);
+  }
+  const CompressedSource& proven = verified ? static_cast<const CompressedSource&>(*verified) : source;
   DeflateStream& deflate = scratch.Engine(engine);
-  InputCursor input(verified, scratch.input, checkpoint.compressed_offset);
+  InputCursor input(proven, scratch.input, checkpoint.compressed_offset);
 
   // Member bookkeeping: the CRC can be checked only for members whose output
   // this read saw from the start.
@@ -136,7 +172,7 @@ void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, Infl
     unsigned prime = 0;
     if (checkpoint.bits > 0) {
       uint8_t byte = 0;
-      if (verified.ReadAt(checkpoint.compressed_offset - 1, &byte, 1) != 1) {
+      if (proven.ReadAt(checkpoint.compressed_offset - 1, &byte, 1) != 1) {
         FailAt(ErrorCode::kTruncated, "compressed data missing", checkpoint.compressed_offset - 1);
       }
       prime = byte >> (8 - checkpoint.bits);

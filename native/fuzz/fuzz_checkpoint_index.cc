@@ -4,7 +4,7 @@
 // A serialized index comes from disk or the network, so Deserialize must
 // turn any bytes into either a valid index or CoreError, and a RangeReader
 // driven by an accepted index must never crash, whatever lies the index
-// tells about offsets, bits and windows. Each input is tried twice: as
+// tells about offsets, bits, windows and span digests. Each input is tried twice: as
 // given, and with its trailing CRC-32 recomputed, because random mutations
 // almost never keep the checksum right and would otherwise never reach the
 // structural checks. An accepted index must serialize back to the same
@@ -140,6 +140,7 @@ std::vector<uint8_t> BlobIndex(InflateEngine engine, uint64_t spacing) {
   inflater.Finish();
   index.compressed_size = blob.size();
   index.uncompressed_size = inflater.uncompressed_produced();
+  index.ComputeSpanDigests(blob);
   return index.Serialize();
 }
 
@@ -160,12 +161,23 @@ void WriteSeeds(const std::string& dir) {
   tar.format = clip::core::LayerFormat::kTar;
   tar.compressed_size = tar.uncompressed_size = 4096;
   WriteSeed(dir, "tar", tar.Serialize());
-  // Mangled: wrong bits (resealed), a lying count (resealed), a newer
-  // version, a cut in the middle, a broken checksum.
+  // Mangled: wrong bits (resealed), a wrong span digest (resealed: a
+  // valid index whose reads of that span fail EDIGEST), a lying count
+  // (resealed), version 1 (no span digests) and a newer version, a cut in
+  // the middle, a broken checksum. Checkpoints start at byte 52 and take 60
+  // bytes each before their stored window (the first, a member start, has none).
   std::vector<uint8_t> bits = isal;
-  if (bits.size() > 52 + 28 + 28 + 16) bits[52 + 28 + 16] ^= 5;  // second checkpoint's bits
+  if (bits.size() > 52 + 60 + 60) bits[52 + 60 + 16] ^= 5;  // second checkpoint's bits
   Reseal(bits);
   WriteSeed(dir, "mangled-bits", bits);
+  std::vector<uint8_t> digest = isal;
+  digest[52 + 28 + 5] ^= 0x10;  // first checkpoint's span digest
+  Reseal(digest);
+  WriteSeed(dir, "mangled-digest", digest);
+  std::vector<uint8_t> v1 = isal;
+  v1[8] = 1;
+  Reseal(v1);
+  WriteSeed(dir, "mangled-v1", v1);
   std::vector<uint8_t> count = zlib;
   count[48] = 0xff;
   count[49] = 0xff;

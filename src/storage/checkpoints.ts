@@ -8,9 +8,13 @@
  * uncompressed bytes from checkpoint i to checkpoint i+1 (or the end of the
  * stream) and needs blob bytes from checkpoint i (including the byte with
  * its leading bits) up to checkpoint i+1's compressed offset, exactly what
- * CheckpointIndex::SpanFor asks for. A range request cannot be checked
- * against the blob's digest, so the inflated interval is checked against
- * what the index recorded at indexing time, from the real stream:
+ * CheckpointIndex::SpanFor asks for: checkpoint i's span. A range request
+ * cannot be checked against the blob's digest, but each span can be checked
+ * against its own: the index (version 2) records the SHA-256 of every span,
+ * and the engine (LayerReader.readFrom) verifies the fetched bytes against
+ * it before inflating any of them. A wrong byte anywhere in the fetch is
+ * EDIGEST; that is the proof. The checks below, on what the interval
+ * inflated to, are kept as a second line behind it:
  *
  *   - it must inflate at all, and to exactly the interval's length
  *     (the engine throws ECORRUPT/ETRUNCATED otherwise);
@@ -25,18 +29,14 @@
  *   - the last interval of a gzip stream must be followed by the member
  *     trailer whose ISIZE matches the member's length.
  *
- * Corrupt or substituted compressed bytes almost always desynchronise the
- * Huffman decoding, which garbles everything after them, the window tail
- * included. What this cannot catch: a change that decodes to the same
- * number of bytes and touches only bytes nobody copies from later (e.g. a
- * flipped byte in a stored block); only the whole-layer diff_id can, which
- * the background fill checks before anything is served from the disk cache.
+ * A version-1 index has no span digests; it is refused (EUNSUPPORTED: re-index).
  */
 import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 
 const HEADER_SIZE = 52;
-const CHECKPOINT_SIZE = 28;
+const CHECKPOINT_SIZE = 60; // fixed bytes per checkpoint, its 32-byte span SHA-256 included
+const VERSION = 2;
 const MAGIC = 'CLIPCKPT';
 
 export interface Checkpoint {
@@ -78,6 +78,15 @@ export class CheckpointTable {
   constructor(private readonly serialized: Buffer, what: string) {
     const bad = (why: string) => new ClipError('ECORRUPT', `${what}: checkpoint index ${why}`);
     if (serialized.length < HEADER_SIZE + 4 || serialized.toString('latin1', 0, 8) !== MAGIC) throw bad('has no CLIPCKPT header');
+    const version = serialized.readUInt32LE(8);
+    if (version !== VERSION) {
+      throw new ClipError(
+        'EUNSUPPORTED',
+        version < VERSION
+          ? `${what}: checkpoint index version ${version} has no span digests, so reads from the source could not be proven: re-index the image with this build`
+          : `${what}: checkpoint index version ${version} is newer than this build reads (${VERSION})`,
+      );
+    }
     const formatByte = serialized.readUInt8(16);
     if (formatByte > 1) throw bad(`has unknown format ${formatByte}`);
     this.format = formatByte === 1 ? 'gzip' : 'tar';

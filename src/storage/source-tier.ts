@@ -3,9 +3,11 @@
  * source (a registry over HTTP Range, or pread on an OCI layout's blob).
  *
  * A gzip layer is read in whole checkpoint intervals (see checkpoints.ts):
- * the compressed span between two checkpoints is fetched, inflated from the
- * first with the engine (LayerReader.readFrom, off the JS thread), checked
- * against the second's recorded window, and kept in a small in-memory LRU,
+ * exactly the compressed span between two checkpoints is fetched, proven
+ * against the span's SHA-256 and inflated from the first checkpoint by the
+ * engine (LayerReader.readFrom, off the JS thread; a wrong byte is EDIGEST
+ * before anything is inflated), checked against the second's recorded
+ * window, and kept in a small in-memory LRU,
  * so a sequential reader (cat, extract) pays one fetch per interval.
  * Concurrent misses for the same interval share one fetch and one inflate.
  * Plain-tar layers need no inflating: their range is fetched as is.
@@ -139,6 +141,7 @@ export class SourceTier {
     } catch (e) {
       this.metrics.errors++;
       const err = e as ClipError;
+      if (err.code === 'EDIGEST') throw new ClipError('EDIGEST', `${what}: ${err.message}`);
       throw new ClipError(
         err.code === 'ETRUNCATED' ? 'ETRUNCATED' : 'ECORRUPT',
         `${what}: blob bytes ${iv.begin}-${iv.until} do not inflate (${err.message}): the source sent wrong or short bytes`,

@@ -1,0 +1,165 @@
+/**
+ * Span digests end to end: a span read straight from the source (an HTTP
+ * Range body from a real registry, or a pread on an OCI layout's blob) is
+ * proven against the checkpoint index's SHA-256 of that span before any of
+ * it is inflated. One flipped byte anywhere in the span (its partial
+ * leading byte, its middle, its last byte) fails the read with EDIGEST
+ * naming the layer and the offset, and no bytes come back; the same read
+ * without the flip returns what `gzip -dc` says. A version-1 index (no span
+ * digests) is refused with EUNSUPPORTED, never read unverified.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { ClipError, LayerReader } from '../src';
+import { indexImage } from '../src/index/build';
+import { log } from '../src/log';
+import { RegistrySource } from '../src/oci';
+import { CheckpointTable, Interval } from '../src/storage/checkpoints';
+import { LayerStore } from '../src/storage/store';
+import { sh } from './fixtures';
+import { demoLayout, FaultProxy, RegistryHandle, scratchDir, startFaultProxy, startRegistry } from './registry-harness';
+
+log.level = process.env.CLIP_LOG_LEVEL ?? 'warn';
+
+let registry: RegistryHandle;
+let proxy: FaultProxy;
+let work: string;
+let registryArchive: string;
+
+before(async () => {
+  work = scratchDir('clip-span-digest-');
+  registry = await startRegistry();
+  await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
+  registryArchive = path.join(work, 'registry.clip');
+  await indexImage(`${registry.host}/demo:bookworm`, { output: registryArchive, insecure: true });
+  proxy = await startFaultProxy(registry.url);
+});
+
+after(async () => {
+  await proxy?.stop();
+  await registry?.stop();
+});
+
+/** The layer blob of a layout directory (the demo image has one layer). */
+function layoutBlob(layout: string, digest: string): string {
+  return path.join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length));
+}
+
+/** `gzip -dc` of the blob, bytes [start, start + length): the oracle. */
+function oracle(blob: string, start: number, length: number): Buffer {
+  return sh(`gzip -dc '${blob}' | tail -c +${start + 1} | head -c ${length}`);
+}
+
+/** A gzip interval (span) in the middle of the layer whose checkpoint has leading bits. */
+function pickInterval(table: CheckpointTable): Interval {
+  for (let i = Math.floor(table.checkpoints.length / 3); i < table.checkpoints.length - 1; i++) {
+    if (table.checkpoints[i].bits > 0) return table.interval(i);
+  }
+  throw new Error('no block checkpoint with leading bits');
+}
+
+async function rejectsDigest(p: Promise<unknown>, layerDigest: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof ClipError, String(e));
+    assert.equal(e.code, 'EDIGEST', e.message);
+    assert.ok(e.message.includes(layerDigest), `names the layer: ${e.message}`);
+    assert.match(e.message, /the span of checkpoint \d+ at compressed offset \d+\) do not match/);
+    return true;
+  });
+}
+
+describe('span digests', () => {
+  test('a flipped byte in a registry Range body fails the read with EDIGEST; no bytes are returned', async () => {
+    const clean = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-probe'), prefetch: 'none', insecure: true });
+    const layer = clean.archive.layers()[0];
+    const table = new CheckpointTable(clean.archive.checkpoints(0), 'demo layer');
+    await clean.close();
+    const iv = pickInterval(table);
+    const want = oracle(layoutBlob(demoLayout(), layer.digest), iv.start + 100, 4096);
+    const spanLength = iv.until - iv.begin;
+    const flips: Array<[string, number]> = [
+      ['the partial leading byte', 0],
+      ['the middle of the span', Math.floor(spanLength / 2)],
+      ['the span\'s last byte', spanLength - 1],
+    ];
+    for (const [what, at] of flips) {
+      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
+      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, `cache-flip-${at}`), prefetch: 'none', source });
+      const ranges: string[] = [];
+      try {
+        proxy.setHandler((req) => {
+          if (!req.headers.range) return { kind: 'forward' };
+          ranges.push(String(req.headers.range));
+          return { kind: 'corrupt', at };
+        });
+        await rejectsDigest(store.read(0, iv.start + 100, 4096), layer.digest);
+        // The source tier asked for exactly the span: from the byte with the
+        // checkpoint's leading bits to the next checkpoint's offset.
+        assert.deepEqual([...new Set(ranges)], [`bytes=${iv.begin}-${iv.until - 1}`], what);
+        proxy.setHandler(() => ({ kind: 'forward' }));
+        assert.ok((await store.read(0, iv.start + 100, 4096)).equals(want), `${what}: the failure was not cached`);
+      } finally {
+        proxy.setHandler(() => ({ kind: 'forward' }));
+        await store.close();
+        await source.close();
+      }
+    }
+  });
+
+  test('a flipped byte in an OCI layout blob fails the read with EDIGEST; other spans still read right', async () => {
+    const layout = path.join(work, 'layout');
+    execFileSync('cp', ['-a', demoLayout(), layout]);
+    const archive = path.join(work, 'layout.clip');
+    await indexImage(`oci:${layout}:bookworm`, { output: archive });
+    const probe = await LayerStore.open({ archive, cacheDir: path.join(work, 'cache-layout-probe'), prefetch: 'none' });
+    const layer = probe.archive.layers()[0];
+    const table = new CheckpointTable(probe.archive.checkpoints(0), 'demo layer');
+    await probe.close();
+    const blob = layoutBlob(layout, layer.digest);
+    const iv = pickInterval(table);
+    const other = table.interval(1);
+    const want = oracle(blob, iv.start, 4096);
+    const wantOther = oracle(blob, other.start, 4096);
+    const fd = fs.openSync(blob, 'r+');
+    try {
+      const at = Math.floor((iv.begin + iv.until) / 2);
+      const byte = Buffer.alloc(1);
+      fs.readSync(fd, byte, 0, 1, at);
+      byte[0] ^= 0x01;
+      fs.writeSync(fd, byte, 0, 1, at);
+      const store = await LayerStore.open({ archive, cacheDir: path.join(work, 'cache-layout'), prefetch: 'none' });
+      try {
+        await rejectsDigest(store.read(0, iv.start, 4096), layer.digest);
+        assert.ok((await store.read(0, other.start, 4096)).equals(wantOther), 'a span without the flip reads right');
+      } finally {
+        await store.close();
+      }
+      // Flipped back, the same read is right: the failure was about the byte.
+      byte[0] ^= 0x01;
+      fs.writeSync(fd, byte, 0, 1, at);
+      const again = await LayerStore.open({ archive, cacheDir: path.join(work, 'cache-layout-2'), prefetch: 'none' });
+      try {
+        assert.ok((await again.read(0, iv.start, 4096)).equals(want));
+      } finally {
+        await again.close();
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  test('a version-1 checkpoint index is refused (EUNSUPPORTED, re-index), by the engine and the source tier', async () => {
+    const probe = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-v1'), prefetch: 'none', insecure: true });
+    const v2 = probe.archive.checkpoints(0);
+    await probe.close();
+    const v1 = Buffer.from(v2);
+    v1.writeUInt32LE(1, 8);
+    v1.writeUInt32LE(zlib.crc32(v1.subarray(0, v1.length - 4)), v1.length - 4);
+    assert.throws(() => new LayerReader(v1), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
+    assert.throws(() => new CheckpointTable(v1, 'a v1 layer'), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
+  });
+});
