@@ -166,27 +166,18 @@ void WriteSeeds(const std::string& dir) {
   // (resealed), version 1 (no span digests) and a newer version, a cut in
   // the middle, a broken checksum. Checkpoints start at byte 52 and take 60
   // bytes each before their stored window (the first, a member start, has none).
-  std::vector<uint8_t> bits = isal;
-  if (bits.size() > 52 + 60 + 60) bits[52 + 60 + 16] ^= 5;  // second checkpoint's bits
-  Reseal(bits);
-  WriteSeed(dir, "mangled-bits", bits);
-  std::vector<uint8_t> digest = isal;
-  digest[52 + 28 + 5] ^= 0x10;  // first checkpoint's span digest
-  Reseal(digest);
-  WriteSeed(dir, "mangled-digest", digest);
-  std::vector<uint8_t> v1 = isal;
-  v1[8] = 1;
-  Reseal(v1);
-  WriteSeed(dir, "mangled-v1", v1);
-  std::vector<uint8_t> count = zlib;
-  count[48] = 0xff;
-  count[49] = 0xff;
-  Reseal(count);
-  WriteSeed(dir, "mangled-count", count);
-  std::vector<uint8_t> version = zlib;
-  version[8] = 9;
-  Reseal(version);
-  WriteSeed(dir, "mangled-version", version);
+  // Writes `bytes` with the bytes at the given offsets XORed with the given
+  // masks, its checksum recomputed.
+  auto mangled = [&](const char* name, std::vector<uint8_t> bytes, std::initializer_list<std::pair<size_t, uint8_t>> flips) {
+    for (auto [at, mask] : flips) bytes.at(at) ^= mask;
+    Reseal(bytes);
+    WriteSeed(dir, name, bytes);
+  };
+  mangled("mangled-bits", isal, {{52 + 60 + 16, 5}});   // the second checkpoint's bits
+  mangled("mangled-digest", isal, {{52 + 28 + 5, 0x10}});  // the first checkpoint's span digest
+  mangled("mangled-v1", isal, {{8, 0x03}});  // version 2 -> 1
+  mangled("mangled-count", zlib, {{48, 0xff}, {49, 0xff}});
+  mangled("mangled-version", zlib, {{8, 0x0b}});  // version 2 -> 9
   WriteSeed(dir, "mangled-cut", std::vector<uint8_t>(isal.begin(), isal.begin() + static_cast<ptrdiff_t>(isal.size() / 2)));
   std::vector<uint8_t> crc = isal;
   crc[crc.size() / 3] ^= 1;
