@@ -17,6 +17,7 @@
  * Usage: node dist/bench/mount.js [--quick]   (needs root, squashfuse, squashfs-tools)
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -95,13 +96,28 @@ interface Prepared {
   bigFileName: string;
 }
 
+/**
+ * Where this build's archives are kept: a directory named after the addon
+ * and the archive writer, so an archive made by an older build (an older
+ * checkpoint index format, which the source tier refuses) is never reused.
+ * Older ones are left alone: another checkout's benchmark may be using them.
+ */
+function archivesDir(): string {
+  const hash = createHash('sha256');
+  for (const f of ['build/Release/clip_native.node', 'dist/src/archive/writer.js', 'dist/src/index/build.js']) hash.update(fs.readFileSync(path.join(ROOT, f)));
+  const dir = path.join(WORK, `archives-${hash.digest('hex').slice(0, 12)}`);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
 /** Builds (once, kept under $FIX/mount-bench) the archives, the unpacked tree, the squashfs and the warm cache. */
 function prepare(): Prepared {
   fs.mkdirSync(WORK, { recursive: true });
+  const archives = archivesDir();
   const cache = path.join(WORK, 'cache');
   const layers = path.join(cache, 'layers', 'sha256');
   fs.mkdirSync(layers, { recursive: true });
-  const demoClip = path.join(WORK, 'demo.clip');
+  const demoClip = path.join(archives, 'demo.clip');
   if (!fs.existsSync(demoClip)) {
     log('indexing the demo image');
     sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${DEMO}:bookworm' -o '${demoClip}'`);
@@ -126,7 +142,7 @@ function prepare(): Prepared {
 
   // The big image: one layer holding one 1.2 GB file.
   const bigLayout = path.join(WORK, 'big-oci');
-  const bigClip = path.join(WORK, 'big.clip');
+  const bigClip = path.join(archives, 'big.clip');
   if (!fs.existsSync(bigClip)) {
     log('building a one-layer image around the 1.2 GB layer (once)');
     fs.rmSync(bigLayout, { recursive: true, force: true });
@@ -175,9 +191,9 @@ function prepare(): Prepared {
 }
 
 /** The 100k-entry image (test/images.ts builds it once into the fixtures dir), indexed once. */
-function prepareManyFiles(): { clip: string; entries: number } {
+function prepareManyFiles(p: Prepared): { clip: string; entries: number } {
   const image = manyFilesImage(FIX);
-  const clip = path.join(WORK, 'many-files.clip');
+  const clip = path.join(path.dirname(p.demoClip), 'many-files.clip');
   if (!fs.existsSync(clip)) {
     log('indexing the 100k-entry image (once)');
     sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${image.layout}:t' -o '${clip}'`);
@@ -307,7 +323,7 @@ function main() {
   log('memory');
   const rssRows: string[][] = [];
   const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
-  const manyClip = prepareManyFiles();
+  const manyClip = prepareManyFiles(p);
   const coldCache = () => fs.mkdtempSync(path.join(WORK, 'cold-cache-'));
   for (const [label, archive, cacheDir, extra] of [
     ['demo image, warm cache', p.demoClip, p.cache, []],
