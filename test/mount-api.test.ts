@@ -1,14 +1,14 @@
 /**
  * The library face of the mount: option checks (one EINVAL sentence each),
  * several mounts in one process at once, stats, idempotent unmount, a
- * mountpoint that is busy or missing, and SingleFlight's coalescing.
+ * mountpoint that is busy or missing, and Singleflight's coalescing.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { mount } from '../src/mount/mount';
-import { SingleFlight } from '../src/mount/singleflight';
+import { Singleflight } from '../src/storage/singleflight';
 import { findMount } from '../src/mount/stale';
 import { rejectsWith } from './fixtures';
 import { demoArchive, sourceMiss, mountpoint, shAsync, warmCache, demoLayout, scratchDir } from './mount-helpers';
@@ -77,8 +77,8 @@ describe('mount API', () => {
     }
   });
 
-  it('SingleFlight shares calls in flight and forgets settled ones', async () => {
-    const flight = new SingleFlight<number>();
+  it('Singleflight shares calls in flight and forgets settled ones', async () => {
+    const flight = new Singleflight<string, number>();
     let runs = 0;
     const slow = () =>
       new Promise<number>((r) => {

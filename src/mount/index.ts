@@ -5,4 +5,4 @@ export { archiveForImage } from './image';
 export type { ImageArchive, ImageArchiveOptions } from './image';
 export { mountpointState, prepareMountpoint, unmountPath, findMount } from './stale';
 export type { MountpointState } from './stale';
-export { SingleFlight } from './singleflight';
+export { Singleflight } from '../storage/singleflight';

@@ -25,7 +25,7 @@ import { log } from '../log';
 import { defaultCacheDir } from '../storage/disk-cache';
 import { LayerStore, LayerStoreOptions } from '../storage/store';
 import { memoryGovernor } from './memory';
-import { SingleFlight } from './singleflight';
+import { Singleflight } from '../storage/singleflight';
 import { prepareMountpoint } from './stale';
 
 /** A layer of the mounted image, as a miss handler sees it. */
@@ -178,7 +178,7 @@ export class Mount extends EventEmitter {
   readonly archivePath: string;
   /** The disk cache directory the native side reads layers from ('' for none). */
   readonly cacheDir: string;
-  private readonly flight = new SingleFlight<Buffer>();
+  private readonly flight = new Singleflight<string, Buffer>();
   private stopping: Promise<void> | null = null;
 
   /** @internal use mount() */
