@@ -199,6 +199,7 @@ class CheckpointingInflater::Impl {
     if (phase_ == Phase::kDead) Fail(ErrorCode::kInvalidArgument, "inflater used after an error");
     if (phase_ == Phase::kBetweenMembers || phase_ == Phase::kPadding) {
       finished_ = true;
+      if (retire_ && write_ > handed_from_) retire_(std::move(buffer_), handed_from_, write_);
       return;
     }
     Phase phase = phase_;
@@ -211,6 +212,10 @@ class CheckpointingInflater::Impl {
 
   void RequestCheckpoint() { requested_ = true; }
   void OnSpanStart(SpanStartSink sink) { span_start_ = std::move(sink); }
+  void HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire) {
+    take_ = std::move(take);
+    retire_ = std::move(retire);
+  }
 
   uint64_t settled_input() const {
     // A member start lies at its header's first byte; a block boundary is
@@ -391,8 +396,18 @@ class CheckpointingInflater::Impl {
   }
 
   // Keeps the last kHistory bytes and frees the rest of the buffer.
+  // With hand-off, the full buffer leaves (its output not yet handed off
+  // with it) and a fresh one starts with a copy of the history instead.
   void SlideBuffer() {
-    std::memmove(buffer_.data(), buffer_.data() + write_ - kHistory, kHistory);
+    if (retire_) {
+      std::vector<uint8_t> next = take_(buffer_.size());
+      std::memcpy(next.data(), buffer_.data() + write_ - kHistory, kHistory);
+      retire_(std::move(buffer_), handed_from_, write_);
+      buffer_ = std::move(next);
+      handed_from_ = kHistory;
+    } else {
+      std::memmove(buffer_.data(), buffer_.data() + write_ - kHistory, kHistory);
+    }
     write_ = kHistory;
   }
 
@@ -541,6 +556,9 @@ class CheckpointingInflater::Impl {
   CheckpointSink checkpoint_;
   DeferredCheckpointSink deferred_;  // set: checkpoints go here, their analysis not yet run
   SpanStartSink span_start_;
+  OutputBufferSource take_;    // set with retire_: output buffers are handed off, not reused
+  RetiredOutputSink retire_;
+  size_t handed_from_ = kHistory;  // buffer_[handed_from_, write_): output not yet handed off
   std::unique_ptr<DeflateStream> deflate_;
   GzipHeaderParser header_;
   Phase phase_ = Phase::kHeader;
@@ -594,6 +612,9 @@ void CheckpointingInflater::Feed(const uint8_t* data, size_t len) { impl_->Feed(
 void CheckpointingInflater::Finish() { impl_->Finish(); }
 void CheckpointingInflater::RequestCheckpoint() { impl_->RequestCheckpoint(); }
 void CheckpointingInflater::OnSpanStart(SpanStartSink sink) { impl_->OnSpanStart(std::move(sink)); }
+void CheckpointingInflater::HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire) {
+  impl_->HandOffOutputBuffers(std::move(take), std::move(retire));
+}
 uint64_t CheckpointingInflater::settled_input() const { return impl_->settled_input(); }
 uint64_t CheckpointingInflater::compressed_consumed() const { return impl_->compressed_consumed(); }
 uint64_t CheckpointingInflater::uncompressed_produced() const { return impl_->uncompressed_produced(); }

@@ -118,6 +118,16 @@ class CheckpointingInflater {
   // is fed; a caller hashing spans may hash blob bytes below it.
   uint64_t settled_input() const;
 
+  // Zero-copy output (LayerIndexer hashes the output on another thread):
+  // the output buffer is never reused in place. When it is full, `retire`
+  // receives it with the range [begin, end) of it that was output since the
+  // previous hand-off, and `take(size)` supplies the next buffer (size
+  // bytes, any contents). Finish() hands off the last one. Output still
+  // reaches the output sink first, as always. Call before the first Feed.
+  using OutputBufferSource = std::function<std::vector<uint8_t>(size_t size)>;
+  using RetiredOutputSink = std::function<void(std::vector<uint8_t>&& buffer, size_t begin, size_t end)>;
+  void HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire);
+
   // Inflates `len` more compressed bytes. Calls the sinks zero or more times.
   // Throws CoreError (kCorrupt) on bad data; after a throw the inflater is dead.
   void Feed(const uint8_t* data, size_t len);

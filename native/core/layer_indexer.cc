@@ -119,6 +119,7 @@ struct SideTask {
   CheckpointKind checkpoint_kind = CheckpointKind::kBlock;
   uint64_t settled = 0;  // kCompressed of a gzip blob: SpanHasher::Add's `settled`
   bool spans = false;    // kCompressed: also hash into span digests (gzip)
+  size_t from = 0, to = 0;  // kUncompressed: hash bytes[from, to)
 
   size_t size() const { return bytes.size() + window.bytes(); }
 };
@@ -155,15 +156,9 @@ class SideWorker {
   }
 
   // A buffer from the pool, empty, for the caller to fill (e.g. by read(2)).
+  // Its contents are whatever it held before: resizing within a recycled
+  // buffer's old size writes nothing.
   std::vector<uint8_t> TakeEmptyBuffer(size_t capacity) {
-    std::vector<uint8_t> buffer = TakeBuffer(nullptr, 0);
-    buffer.resize(capacity);
-    return buffer;
-  }
-
-  // A buffer for the next task, recycled from finished ones so that steady
-  // state indexing allocates (and page-faults) nothing new.
-  std::vector<uint8_t> TakeBuffer(const uint8_t* data, size_t len) {
     std::vector<uint8_t> buffer;
     {
       std::lock_guard lock(mutex_);
@@ -173,7 +168,15 @@ class SideWorker {
         pool_bytes_ -= buffer.capacity();
       }
     }
-    buffer.assign(data, data + len);
+    buffer.resize(capacity);
+    return buffer;
+  }
+
+  // A buffer for the next task, recycled from finished ones so that steady
+  // state indexing allocates (and page-faults) nothing new.
+  std::vector<uint8_t> TakeBuffer(const uint8_t* data, size_t len) {
+    std::vector<uint8_t> buffer = TakeEmptyBuffer(len);
+    if (len > 0) std::memcpy(buffer.data(), data, len);
     return buffer;
   }
 
@@ -221,7 +224,7 @@ class SideWorker {
             spans_.Start(task.compressed_offset, task.bits);
             break;
           case SideTask::Kind::kUncompressed:
-            uncompressed_.Update(task.bytes.data(), task.bytes.size());
+            uncompressed_.Update(task.bytes.data() + task.from, task.to - task.from);
             Recycle(std::move(task.bytes));
             break;
           case SideTask::Kind::kBoth:
@@ -414,6 +417,17 @@ class LayerIndexer::Impl {
             task.checkpoint_kind = kind;
             side_.Push(std::move(task));
           }));
+      // The inflater's output buffers themselves go to the side thread to be
+      // hashed (no copy of the tar stream on the inflation path).
+      inflater_->HandOffOutputBuffers([this](size_t size) { return side_.TakeEmptyBuffer(size); },
+                                      [this](std::vector<uint8_t>&& buffer, size_t begin, size_t end) {
+                                        SideTask task;
+                                        task.kind = SideTask::Kind::kUncompressed;
+                                        task.bytes = std::move(buffer);
+                                        task.from = begin;
+                                        task.to = end;
+                                        side_.Push(std::move(task));
+                                      });
       inflater_->OnSpanStart([this](uint64_t compressed_offset, uint8_t bits) {
         SideTask task;
         task.kind = SideTask::Kind::kSpanStart;
@@ -454,14 +468,8 @@ class LayerIndexer::Impl {
     }
   }
 
-  void OnOutput(const uint8_t* data, size_t len, uint64_t offset) {
-    SideTask task;
-    task.kind = SideTask::Kind::kUncompressed;
-    task.uncompressed_offset = offset;
-    task.bytes = side_.TakeBuffer(data, len);
-    side_.Push(std::move(task));
-    OnTar(data, len, offset);
-  }
+  // The bytes reach the side thread in the inflater's retired output buffers.
+  void OnOutput(const uint8_t* data, size_t len, uint64_t offset) { OnTar(data, len, offset); }
 
   void OnTar(const uint8_t* data, size_t len, uint64_t offset) {
     produced_ = offset + len;

@@ -782,6 +782,13 @@ TEST(gzip_span_digests_streamed) {
   // LayerIndexer hashes the spans as the blob streams by, however it is
   // chunked; the digests must equal those computed from the whole blob.
   Bytes gz = TwoMemberTarGz("spans");
+  // The diff_id and digest oracles: sha256sum of the gunzipped and the gzip'd stream.
+  MustRun("gzip -dc < '" + Path("spans.gz") + "' | sha256sum | cut -c1-64 | tr -d '\\n' > '" + Path("spans.diffid") + "'");
+  MustRun("sha256sum < '" + Path("spans.gz") + "' | cut -c1-64 | tr -d '\\n' > '" + Path("spans.digest") + "'");
+  const Bytes diff_id_hex = ReadFile(Path("spans.diffid")), digest_hex = ReadFile(Path("spans.digest"));
+  const std::string diff_id = "sha256:" + std::string(diff_id_hex.begin(), diff_id_hex.end());
+  const std::string digest = "sha256:" + std::string(digest_hex.begin(), digest_hex.end());
+  CHECK_EQ(diff_id.size(), 71u);
   for (InflateEngine engine : kEngines) {
     for (size_t chunk : {size_t{1} << 20, size_t{65537}, size_t{333}, size_t{1}}) {
       if (chunk == 1 && engine == InflateEngine::kZlib) continue;  // a byte at a time is slow; one engine suffices
@@ -791,6 +798,8 @@ TEST(gzip_span_digests_streamed) {
       LayerIndexer indexer(options);
       for (size_t at = 0; at < gz.size(); at += chunk) indexer.Feed(gz.data() + at, std::min(chunk, gz.size() - at));
       LayerIndex streamed = indexer.Finish();
+      CHECK_EQ(streamed.diff_id, diff_id);
+      CHECK_EQ(streamed.digest, digest);
       CheckpointIndex recomputed = streamed.checkpoints;
       recomputed.ComputeSpanDigests(gz);
       CHECK(recomputed.checkpoints.size() > 8);
