@@ -1,7 +1,9 @@
 // LayerIndexer: see layer_indexer.h. The side thread is the only owner of
-// the two SHA-256 states and of the CheckpointIndex while indexing runs; the
-// caller's thread only hands it owned copies of bytes through the queue, so
-// no lock guards anything but the queue itself.
+// the SHA-256 states (blob, tar stream, spans), the sparse-window analyser
+// and the CheckpointIndex while indexing runs; the caller's thread only hands
+// it buffers it gives up (blob chunks, full output buffers, a checkpoint's
+// window and the bytes around it) through the queue, so no lock guards
+// anything but the queue and the buffer pool.
 #include "layer_indexer.h"
 
 #include <fcntl.h>
