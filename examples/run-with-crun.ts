@@ -31,6 +31,8 @@ export interface RunResult {
   status: number;
   stdout: string;
   stderr: string;
+  /** The bundle directory crun ran (removed by runWithCrun; its rootfs was the mountpoint). */
+  bundle: string;
 }
 
 /** A minimal OCI runtime config: the mount as a read-only root, a tmpfs /tmp. */
@@ -89,7 +91,7 @@ export function crunRun(bundle: string, id: string): Promise<RunResult> {
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.once('error', reject);
-    child.once('close', (code) => resolve({ status: code ?? 1, stdout, stderr }));
+    child.once('close', (code) => resolve({ status: code ?? 1, stdout, stderr, bundle }));
   });
 }
 
