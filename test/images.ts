@@ -149,15 +149,18 @@ export function rewriteImage(layout: string, tag: string, mutate: (manifest: Jso
   fs.writeFileSync(indexFile, JSON.stringify(index));
 }
 
-/** Appends a layer (plain tar bytes, stored gzip'd) to image `tag`. */
-export function appendLayer(layout: string, tag: string, tar: Buffer): void {
-  const blob = writeBlob(layout, zlib.gzipSync(tar), 'application/vnd.oci.image.layer.v1.tar+gzip');
+/** Appends a layer (plain tar bytes, stored gzip'd unless `gzip` is false) to image `tag`; returns its descriptor. */
+export function appendLayer(layout: string, tag: string, tar: Buffer, gzip = true): Json {
+  const blob = gzip
+    ? writeBlob(layout, zlib.gzipSync(tar), 'application/vnd.oci.image.layer.v1.tar+gzip')
+    : writeBlob(layout, tar, 'application/vnd.oci.image.layer.v1.tar');
   const diffId = `sha256:${createHash('sha256').update(tar).digest('hex')}`;
   rewriteImage(layout, tag, (manifest, config) => {
     (manifest.layers as Json[]).push(blob);
     ((config.rootfs as Json).diff_ids as string[]).push(diffId);
     (config.history as Json[] | undefined)?.push({ created_by: 'clip-native test: crafted layer' });
   });
+  return blob;
 }
 
 export function layerBlobPath(layout: string, digest: string): string {

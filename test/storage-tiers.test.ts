@@ -15,7 +15,8 @@ import { log } from '../src/log';
 import { indexImage } from '../src/index/build';
 import { DiskCache } from '../src/storage/disk-cache';
 import { LayerStore } from '../src/storage/store';
-import { debianRootfs, rejectsWith, sh } from './fixtures';
+import { debianRootfs, rejectsWith, rng, sh } from './fixtures';
+import { appendLayer, layerBlobPath } from './images';
 import { demoLayout, scratchDir } from './registry-harness';
 
 log.level = process.env.CLIP_LOG_LEVEL ?? 'warn';
@@ -239,3 +240,43 @@ describe('LayerStore over an OCI layout', () => {
 });
 
 after(() => undefined);
+
+describe('a plain-tar layer', () => {
+  // Its blob has no checkpoints and so no span digests: only the whole blob's
+  // digest proves its bytes, so the store serves it from a verified fill.
+  test('is read from its verified disk-cache copy even with prefetch none; a flipped blob byte fails the read', async () => {
+    const dir = scratchDir('clip-plain-tar-');
+    const layout = path.join(dir, 'layout');
+    sh(`umoci init --layout '${layout}' && umoci new --image '${layout}:t'`);
+    fs.mkdirSync(path.join(dir, 'src'));
+    const next = rng(7);
+    const content = Buffer.alloc(3 << 20);
+    for (let i = 0; i < content.length; i++) content[i] = (next() * 256) | 0;
+    fs.writeFileSync(path.join(dir, 'src', 'data.bin'), content);
+    const blob = appendLayer(layout, 't', sh(`tar --format=pax -C '${dir}/src' -cf - data.bin`), false);
+    const archive = path.join(dir, 't.clip');
+    await indexImage(`oci:${layout}:t`, { output: archive });
+
+    const good = await LayerStore.open({ archive, cacheDir: path.join(dir, 'c1'), prefetch: 'none' });
+    try {
+      assert.ok((await good.readFile('/data.bin')).equals(content));
+      assert.ok(good.cachedLayerPath(0), 'served from the verified disk copy');
+      assert.equal(good.stats().sourceWireBytes.reads, 0, 'no bare Range read of the tar');
+    } finally {
+      await good.close();
+    }
+
+    const blobFile = layerBlobPath(layout, blob.digest as string);
+    const bytes = fs.readFileSync(blobFile);
+    bytes[(1 << 20) + 4321] ^= 0x40; // inside data.bin's bytes
+    fs.chmodSync(blobFile, 0o644);
+    fs.writeFileSync(blobFile, bytes);
+    const bad = await LayerStore.open({ archive, cacheDir: path.join(dir, 'c2'), prefetch: 'none' });
+    try {
+      await rejectsWith(bad.read(0, 1 << 20, 4096), 'EDIGEST', /plain tar/);
+      assert.deepEqual(cacheFiles(path.join(dir, 'c2')), [], 'nothing unverified kept');
+    } finally {
+      await bad.close();
+    }
+  });
+});

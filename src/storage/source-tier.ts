@@ -10,7 +10,8 @@
  * window, and kept in a small in-memory LRU,
  * so a sequential reader (cat, extract) pays one fetch per interval.
  * Concurrent misses for the same interval share one fetch and one inflate.
- * Plain-tar layers need no inflating: their range is fetched as is.
+ * Plain-tar layers never come here: with no span digests a Range of one
+ * can't be proven, so the store reads them from a verified disk-cache fill.
  *
  * A fetch or inflate that fails, or bytes that fail the check, reject the
  * read with a ClipError (EIO, ETRUNCATED, ECORRUPT, EDIGEST): no bytes.
@@ -80,12 +81,7 @@ export class SourceTier {
    */
   async read(layer: SourceLayer, offset: number, length: number): Promise<Buffer> {
     const start = performance.now();
-    if (layer.format === 'tar') {
-      const source = await this.source();
-      const out = await this.fetch(source, layer, offset, offset + length);
-      this.metrics.hit(length, since(start));
-      return out;
-    }
+    if (layer.format === 'tar') throw new ClipError('EINVAL', `layer ${layer.index} is a plain tar: its ranges can't be proven, read it from a verified copy`);
     const { table } = this.layerState(layer);
     const pieces: Array<{ iv: Interval; from: number; to: number }> = [];
     for (let at = offset; at < offset + length; ) {

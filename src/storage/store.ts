@@ -28,7 +28,7 @@
 import { Readable } from 'node:stream';
 import { ClipArchive, ArchiveStat, ROOT_INO } from '../archive/reader';
 import { checkOptions } from '../engine/options';
-import { ClipError } from '../errors';
+import { ClipError, isClipError } from '../errors';
 import { log } from '../log';
 import { openImageSource, parseImageReference } from '../oci';
 import type { Credentials, Descriptor, ImageSource } from '../oci';
@@ -308,10 +308,34 @@ export class LayerStore {
       }
     }
 
-    // 3. Source.
+    // 3. Source. A plain-tar layer has no checkpoints and so no span digests:
+    // a Range of it can't be proven on its own, only the whole blob's digest
+    // can. Such a layer is read from its verified disk-cache fill (whatever
+    // --prefetch says), never from a bare Range.
+    if (slot.format === 'tar') return this.readVerifiedTar(slot, offset, length);
     const out = await this.sourceTier.read(slot, offset, length);
     this.afterSourceRead(slot);
     return out;
+  }
+
+  /** A plain-tar layer's bytes, once the whole layer is in the disk cache and matched its digest. */
+  private async readVerifiedTar(slot: LayerSlot, offset: number, length: number): Promise<Buffer> {
+    const start = performance.now();
+    try {
+      await this.whenCached(slot.index);
+      const pinned = slot.pinned;
+      if (!pinned) throw new ClipError('EIO', 'it left the disk cache');
+      const out = await pinned.read(offset, length);
+      this.sourceTier.metrics.hit(length, since(start));
+      return out;
+    } catch (e) {
+      this.sourceTier.metrics.errors++;
+      const err = e as Error;
+      throw new ClipError(
+        isClipError(err) && err.code !== 'EUNSUPPORTED' ? err.code : 'EIO',
+        `layer ${slot.index} (${slot.diffId}) is a plain tar, whose bytes are served only from a verified disk-cache copy, and that failed: ${err.message}`,
+      );
+    }
   }
 
   /** Looks for the layer in the disk cache (at most once a second per layer) and pins it. */
