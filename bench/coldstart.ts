@@ -62,6 +62,10 @@ async function countingProxy(target: number): Promise<{ port: number; bytes: () 
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
+    // Forward each piece at once: with Nagle on, a response's last small
+    // write waits for the client's delayed ACK (tens of ms on loopback).
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
     sockets.add(client).add(upstream);
     upstream.on('data', (d: Buffer) => (bytes += d.length));
     // pipe() ends each side after the other's end, once its buffered bytes
