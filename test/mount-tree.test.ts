@@ -34,6 +34,7 @@ import { buildRichImage } from './images';
 describe('mounted tree equals umoci unpack', () => {
   let demoClip: string;
   let demoOracle: Record<string, PathRecord>;
+  let demoRootfs: string;
   let featureLayout: string;
   let featureClip: string;
   let featureOracle: Record<string, PathRecord>;
@@ -42,7 +43,8 @@ describe('mounted tree equals umoci unpack', () => {
   before(async () => {
     const work = scratchDir('clip-mount-tree-');
     demoClip = await demoArchive();
-    demoOracle = await walkTree(unpack(demoLayout(), 'bookworm', path.join(work, 'demo-bundle')));
+    demoRootfs = unpack(demoLayout(), 'bookworm', path.join(work, 'demo-bundle'));
+    demoOracle = await walkTree(demoRootfs);
     featureLayout = buildRichImage(path.join(work, 'feature'));
     featureClip = await indexInto(featureLayout, 't', path.join(work, 'feature.clip'));
     featureOracle = await walkTree(unpack(featureLayout, 't', path.join(work, 'feature-bundle')));
@@ -101,6 +103,32 @@ describe('mounted tree equals umoci unpack', () => {
         assert.equal(fs.statSync(m.mountpoint).ino, 1);
       });
     }
+  });
+
+  it('mmap of the largest file, MAP_PRIVATE and MAP_SHARED read-only, equals umoci unpack', async () => {
+    // Programs map files both ways (ld.so private, databases and Python's
+    // mmap.ACCESS_READ shared). A mount that opened large files with
+    // FOPEN_DIRECT_IO would refuse MAP_SHARED with ENODEV unless
+    // FUSE_DIRECT_IO_ALLOW_MMAP was negotiated: this is the guard.
+    const files = Object.entries(demoOracle).filter(([, r]) => r.type === 'file');
+    const [largest, record] = files.sort(([, a], [, b]) => (b.size ?? 0) - (a.size ?? 0))[0];
+    assert.ok((record.size ?? 0) >= 32 << 20, `${largest}: a file of 32 MiB or more`);
+    const script = [
+      'import hashlib, mmap, sys',
+      'for access in (mmap.ACCESS_COPY, mmap.ACCESS_READ):',
+      "    with open(sys.argv[1], 'rb') as f, mmap.mmap(f.fileno(), 0, access=access) as m:",
+      '        print(hashlib.sha256(m).hexdigest())',
+      "print(hashlib.sha256(open(sys.argv[2], 'rb').read()).hexdigest())",
+    ].join('\n');
+    const scriptFile = path.join(scratchDir('clip-mmap-'), 'map-both-ways.py');
+    fs.writeFileSync(scriptFile, script);
+    await withMount({ archive: demoClip, mountpoint: mountpoint(), cacheDir }, async (m) => {
+      const out = await shAsync(`python3 '${scriptFile}' '${path.join(m.mountpoint, largest)}' '${path.join(demoRootfs, largest)}'`);
+      const [privateMap, sharedMap, oracle] = out.trim().split('\n');
+      assert.match(oracle, /^[0-9a-f]{64}$/);
+      assert.equal(privateMap, oracle, 'MAP_PRIVATE');
+      assert.equal(sharedMap, oracle, 'MAP_SHARED');
+    });
   });
 
   it("chroot runs the image's own shell and coreutils", async () => {
