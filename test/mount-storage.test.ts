@@ -13,10 +13,15 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import * as zlib from 'node:zlib';
 import { ClipArchive } from '../src/archive/reader';
+import { writeArchive } from '../src/archive/writer';
+import { mergeLayers } from '../src/index/merge';
+import { archiveForImage } from '../src/mount/image';
+import { CheckpointTable } from '../src/storage/checkpoints';
 import { mountpointState } from '../src/mount/stale';
 import { DiskCache } from '../src/storage/disk-cache';
-import { debianRootfs } from './fixtures';
+import { debianRootfs, tarEntry } from './fixtures';
 import { assertSameTree, demoArchive, demoLayout, mountpoint, PathRecord, scratchDir, shAsync, unpack, walkTree, warmCache, withMount } from './mount-helpers';
 import { RegistryHandle, startRegistry } from './registry-harness';
 
@@ -139,6 +144,42 @@ describe('mount over the storage tiers', () => {
         }, 10000);
       }
     }
+  });
+
+  describe('the archive cache of mount REF', () => {
+    it('indexes again over a cached archive whose checkpoint indexes an older build wrote', async () => {
+      const cacheDir = path.join(work, 'cache-ref-old-format');
+      const ref = `oci:${demoLayout()}:bookworm`;
+      const first = await archiveForImage(ref, { cacheDir });
+      assert.equal(first.reused, false);
+      assert.equal((await archiveForImage(ref, { cacheDir })).reused, true);
+      // What a build with checkpoint index v1 left under the same name: a
+      // whole, checksummed archive whose checkpoints this build can't read.
+      const a = ClipArchive.open(first.path);
+      let old: Buffer;
+      try {
+        const layers = a.layers().map((l, i) => {
+          const cp = Buffer.from(a.checkpoints(i));
+          cp.writeUInt32LE(1, 8);
+          cp.writeUInt32LE(zlib.crc32(cp.subarray(0, cp.length - 4)), cp.length - 4);
+          return { digest: l.digest, diffId: l.diffId, mediaType: l.mediaType, compressedSize: l.compressedSize, uncompressedSize: l.uncompressedSize, format: l.format, checkpoints: cp };
+        });
+        const tree = mergeLayers([{ name: 'old', entries: [tarEntry('etc/', 'dir'), tarEntry('etc/hostname', 'file', { size: 4 })] }]);
+        old = writeArchive(tree.root, layers, a.imageConfig()).bytes;
+      } finally {
+        a.close();
+      }
+      fs.writeFileSync(first.path, old);
+      const again = await archiveForImage(ref, { cacheDir });
+      assert.equal(again.reused, false, 'the old archive was not reused');
+      assert.equal(again.path, first.path);
+      const b = ClipArchive.open(again.path);
+      try {
+        b.layers().forEach((_, i) => assert.doesNotThrow(() => new CheckpointTable(b.checkpoints(i), `layer ${i}`)));
+      } finally {
+        b.close();
+      }
+    });
   });
 
   describe('mount REF: index into the cache, then mount', () => {

@@ -20,6 +20,7 @@ import { indexImage } from '../index/build';
 import { log } from '../log';
 import { hostPlatform, openImageSource, parseImageReference, parsePlatform, referenceTarget, resolveImage } from '../oci';
 import type { Credentials, Platform } from '../oci';
+import { CheckpointTable } from '../storage/checkpoints';
 import { defaultCacheDir } from '../storage/disk-cache';
 
 export interface ImageArchiveOptions {
@@ -93,14 +94,25 @@ function archivePath(dir: string, digest: string): string | null {
   return m ? path.join(dir, `${m[1]}.clip`) : null;
 }
 
-/** Whether `file` opens as a valid archive (a damaged one is replaced by a new index). */
+/**
+ * Whether `file` opens as a valid archive whose checkpoint indexes this build
+ * reads. A damaged one, or one indexed by a build with another checkpoint
+ * format (its cold reads would all fail), is replaced by a new index.
+ */
 function isWholeArchive(file: string): boolean {
   if (!fs.existsSync(file)) return false;
+  let archive: ClipArchive | null = null;
   try {
-    ClipArchive.open(file).close();
+    archive = ClipArchive.open(file);
+    const a = archive;
+    a.layers().forEach((l, i) => {
+      if (l.format === 'gzip') new CheckpointTable(a.checkpoints(i), `layer ${i}`);
+    });
     return true;
   } catch (e) {
-    log.warn({ archive: file, err: (e as Error).message }, 'cached archive is damaged; indexing again');
+    log.warn({ archive: file, err: (e as Error).message }, 'cached archive is damaged or from another format version; indexing again');
     return false;
+  } finally {
+    archive?.close();
   }
 }
