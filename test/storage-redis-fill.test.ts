@@ -95,6 +95,18 @@ describe('Redis is filled after a registry fetch', () => {
       const s = await hostBReads(path.join(work, 'kill-b'), redis);
       assert.equal(s.tiers.redis!.hits, 0, JSON.stringify(s.tiers));
       assert.ok(s.tiers.source.hits >= 1);
+      // Redis is back: the next store over A's warm disk cache uploads the
+      // layer from its verified file, and a new host B reads it from Redis.
+      const again = await LayerStore.open({ archive: archivePath, cacheDir: path.join(work, 'kill-a'), redis: redis.url, insecure: true });
+      try {
+        await again.whenCached(layer);
+        await until('the upload from the disk cache', () => again.stats().fills.uploaded === 1, 120_000);
+        assert.equal(again.stats().tiers.source.hits, 0);
+      } finally {
+        await again.close();
+      }
+      const s2 = await hostBReads(path.join(work, 'kill-b2'), redis);
+      assert.ok(s2.tiers.redis!.hits >= 1, JSON.stringify(s2.tiers));
     } finally {
       await redis.stop();
     }

@@ -354,6 +354,10 @@ export class LayerStore {
         }
         slot.pinned = pinned;
         this.sourceTier.forgetLayer(slot.index);
+        // A verified layer on disk seeds Redis if Redis lacks it (an earlier
+        // upload may have died with Redis): reads of it never reach the
+        // source again, so this is where the fleet gets it.
+        this.upload(slot, pinned.path);
       }
       return pinned;
     });
