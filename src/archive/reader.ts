@@ -13,6 +13,7 @@ import { ClipError } from '../errors';
 import { native } from '../native';
 import { fromNativePath } from '../path-bytes';
 import type { NodeType } from '../index/merge';
+import type { ArchiveLayerInput } from './writer';
 
 export interface ArchiveInfo {
   version: number;
@@ -57,13 +58,8 @@ export interface ArchiveDirEntry {
   ino: number;
 }
 
-export interface ArchiveLayer {
-  digest: string;
-  diffId: string;
-  mediaType: string;
-  compressedSize: number;
-  uncompressedSize: number;
-  format: 'gzip' | 'tar';
+/** A layer as the archive records it; its checkpoint index is read on demand (checkpoints()). */
+export interface ArchiveLayer extends Omit<ArchiveLayerInput, 'checkpoints'> {
   /** Bytes of this layer's serialized checkpoint index. */
   checkpointsSize: number;
 }
