@@ -16,11 +16,10 @@ import { ClipArchive } from '../src/archive/reader';
 import { ClipError } from '../src/errors';
 import { MountLayer, ReadMiss } from '../src/mount/mount';
 import { findMount, mountpointState } from '../src/mount/stale';
-import { indexImage } from '../src/index/build';
 import { RegistrySource } from '../src/oci';
 import { debianRootfs } from './fixtures';
-import { demoArchive, demoLayout, sourceMiss, mountpoint, scratchDir, shAsync, warmCache, withMount } from './mount-helpers';
-import { FaultProxy, RegistryHandle, startFaultProxy, startRegistry } from './registry-harness';
+import { demoArchive, demoLayout, sourceMiss, mountpoint, shAsync, warmCache, withMount } from './mount-helpers';
+import { demoInRegistry, FaultProxy, RegistryHandle } from './registry-harness';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 const ROOTFS_BASH_SHA = () => createHash('sha256').update(fs.readFileSync('/var/cache/clip-native/debian-bookworm-rootfs/usr/bin/bash')).digest('hex');
@@ -199,12 +198,7 @@ describe('mount faults through the storage tiers and a real registry', () => {
   const rootfsSha = (p: string) => createHash('sha256').update(fs.readFileSync(path.join(debianRootfs(), p))).digest('hex');
 
   before(async () => {
-    work = scratchDir('clip-mount-faults-registry-');
-    registry = await startRegistry();
-    await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
-    clip = path.join(work, 'demo.clip');
-    await indexImage(`${registry.host}/demo:bookworm`, { output: clip, insecure: true });
-    proxy = await startFaultProxy(registry.url);
+    ({ work, registry, proxy, archive: clip } = await demoInRegistry('clip-mount-faults-registry-'));
   });
   after(async () => {
     await proxy?.stop();

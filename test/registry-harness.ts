@@ -19,6 +19,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
+import { indexImage } from '../src/index/build';
 import { sh, tempDir } from './fixtures';
 
 const execFileAsync = promisify(execFile);
@@ -616,4 +617,20 @@ export function buildTinyImage(layoutDir: string, options: { tag?: string; archi
   const manifestDesc = writeBlob(layoutDir, JSON.stringify(manifest), manifest.mediaType);
   writeLayoutIndex(layoutDir, [{ ...manifestDesc, annotations: { 'org.opencontainers.image.ref.name': options.tag ?? 'tiny' } }]);
   return manifestDesc.digest;
+}
+
+/**
+ * The demo image pushed to a fresh registry as demo:bookworm, indexed from
+ * there into <work>/demo.clip, with a fault proxy in front of the registry
+ * (the setup of the tests that read through a real, faulty registry).
+ * The caller stops `proxy` and `registry`.
+ */
+export async function demoInRegistry(prefix: string): Promise<{ work: string; registry: RegistryHandle; proxy: FaultProxy; archive: string }> {
+  const work = scratchDir(prefix);
+  const registry = await startRegistry();
+  await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
+  const archive = path.join(work, 'demo.clip');
+  await indexImage(`${registry.host}/demo:bookworm`, { output: archive, insecure: true });
+  const proxy = await startFaultProxy(registry.url);
+  return { work, registry, proxy, archive };
 }

@@ -21,7 +21,7 @@ import { RegistrySource } from '../src/oci';
 import { CheckpointTable, Interval } from '../src/storage/checkpoints';
 import { LayerStore } from '../src/storage/store';
 import { sh } from './fixtures';
-import { demoLayout, FaultProxy, RegistryHandle, scratchDir, startFaultProxy, startRegistry } from './registry-harness';
+import { demoInRegistry, demoLayout, FaultProxy, RegistryHandle } from './registry-harness';
 
 log.level = process.env.CLIP_LOG_LEVEL ?? 'warn';
 
@@ -31,12 +31,7 @@ let work: string;
 let registryArchive: string;
 
 before(async () => {
-  work = scratchDir('clip-span-digest-');
-  registry = await startRegistry();
-  await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
-  registryArchive = path.join(work, 'registry.clip');
-  await indexImage(`${registry.host}/demo:bookworm`, { output: registryArchive, insecure: true });
-  proxy = await startFaultProxy(registry.url);
+  ({ work, registry, proxy, archive: registryArchive } = await demoInRegistry('clip-span-digest-'));
 });
 
 after(async () => {

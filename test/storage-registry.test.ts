@@ -13,12 +13,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ClipError } from '../src/errors';
-import { indexImage } from '../src/index/build';
 import { log } from '../src/log';
 import { RegistrySource } from '../src/oci';
 import { LayerStore } from '../src/storage/store';
 import { debianRootfs, rejectsWith } from './fixtures';
-import { demoLayout, FaultProxy, RegistryHandle, scratchDir, startFaultProxy, startRegistry } from './registry-harness';
+import { demoInRegistry, FaultProxy, RegistryHandle } from './registry-harness';
 
 log.level = process.env.CLIP_LOG_LEVEL ?? 'warn';
 
@@ -29,12 +28,7 @@ let archivePath: string;
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 
 before(async () => {
-  work = scratchDir('clip-storage-registry-');
-  registry = await startRegistry();
-  await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
-  archivePath = path.join(work, 'demo.clip');
-  await indexImage(`${registry.host}/demo:bookworm`, { output: archivePath, insecure: true });
-  proxy = await startFaultProxy(registry.url);
+  ({ work, registry, proxy, archive: archivePath } = await demoInRegistry('clip-storage-registry-'));
 });
 
 after(async () => {
