@@ -116,24 +116,41 @@ export async function runWithCrun(options: RunOptions): Promise<RunResult> {
   }
 }
 
-if (require.main === module) {
+/**
+ * The examples' command line, `FIRST [--NAME VALUE]... -- CMD [ARGS...]`, of
+ * which `required` names must be given and `optional` ones may be: FIRST, the
+ * flags by name, and the command. Prints `usage` and exits 2 when it is not so.
+ */
+export function commandLine(usage: string, required: string[], optional: string[]): { first: string; flags: Map<string, string>; args: string[] } {
   const argv = process.argv.slice(2);
   const dash = argv.indexOf('--');
-  const flags = dash < 0 ? argv : argv.slice(0, dash);
-  const cacheAt = flags.indexOf('--cache-dir');
-  if (dash < 0 || flags.length < 1) {
-    process.stderr.write('usage: run-with-crun IMAGE.clip [--cache-dir DIR] -- CMD [ARGS...]\n');
+  const [first, ...rest] = dash < 0 ? [] : argv.slice(0, dash);
+  const flags = new Map<string, string>();
+  for (let i = 0; i + 1 < rest.length; i += 2) flags.set(rest[i], rest[i + 1]);
+  const known = [...required, ...optional];
+  if (!first || dash === argv.length - 1 || rest.length % 2 !== 0 || [...flags.keys()].some((n) => !known.includes(n)) || required.some((n) => !flags.has(n))) {
+    process.stderr.write(`usage: ${usage}\n`);
     process.exit(2);
   }
-  runWithCrun({ archive: flags[0], cacheDir: cacheAt > 0 ? flags[cacheAt + 1] : undefined, args: argv.slice(dash + 1) }).then(
+  return { first, flags, args: argv.slice(dash + 1) };
+}
+
+/** Passes a run's output through and exits with its status (1, with the message, when it failed). */
+export function exitWith(name: string, run: Promise<RunResult>): void {
+  run.then(
     (r) => {
       process.stdout.write(r.stdout);
       process.stderr.write(r.stderr);
       process.exit(r.status);
     },
     (e: Error) => {
-      process.stderr.write(`run-with-crun: ${e.message}\n`);
+      process.stderr.write(`${name}: ${e.message}\n`);
       process.exit(1);
     },
   );
+}
+
+if (require.main === module) {
+  const { first, flags, args } = commandLine('run-with-crun IMAGE.clip [--cache-dir DIR] -- CMD [ARGS...]', [], ['--cache-dir']);
+  exitWith('run-with-crun', runWithCrun({ archive: first, cacheDir: flags.get('--cache-dir'), args }));
 }
