@@ -6,8 +6,10 @@
  *      filesystem and vs squashfuse_ll of a squashfs made from that tree.
  *      Goal: warm <= 1.5x native, faster than squashfuse_ll cold and warm.
  *   2. sequential read of a 1.2 GB file from a cached layer (a fresh mount
- *      per run, so the mount's page cache is empty and every byte is spliced
- *      from the layer file) vs `cat` of the layer file itself. Goal >= 0.8x.
+ *      per run, so the mount's page cache is empty) vs `cat` of the layer
+ *      file itself. Goal >= 0.8x. Reported: the first read on the host (no
+ *      passthrough copy yet: spliced while the copy is made), then fresh
+ *      mounts (FUSE passthrough to the copy), and passthrough off.
  *   3. random 4 KiB preads (POSIX_FADV_RANDOM) with 1, 2, 8, 32 readers:
  *      throughput and p99, the mount vs the plain file.
  *   4. RSS of the mount process after a full walk and read of the image
@@ -258,17 +260,43 @@ function main() {
   log('sequential read');
   const bigSize = fs.statSync(p.bigLayerFile).size;
   sh(`cat '${p.bigLayerFile}' > /dev/null`);
-  const seqClip: number[] = [];
-  const seqAgain: number[] = [];
-  const seqPlain: number[] = [];
+  // The first read on a host finds no passthrough copy of the file: it is
+  // spliced from the layer while the mount copies the file out (once per
+  // host); every later open on any mount is passed through to the copy.
+  const copiesDir = path.join(p.cache, 'files');
+  fs.rmSync(copiesDir, { recursive: true, force: true });
+  const copyDone = () => fs.existsSync(copiesDir) && sh(`find '${copiesDir}' -type f`).split('\n').some((f) => /\/\d+$/.test(f));
   let bigRss = { rss: 0, anon: 0, file: 0 };
-  for (let i = 0; i < RUNS; i++) {
+  let firstRead = 0;
+  let copySeconds = 0;
+  {
     const pid = clipMount(p.bigClip, mp, p.cache);
     try {
+      const t0 = process.hrtime.bigint();
+      firstRead = timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`);
+      bigRss = rss(pid);
+      while (!copyDone()) spawnSync('sleep', ['0.05']);
+      copySeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    } finally {
+      clipUmount(mp, pid);
+    }
+  }
+  const seqClip: number[] = [];
+  const seqAgain: number[] = [];
+  const seqSpliced: number[] = [];
+  const seqPlain: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    let pid = clipMount(p.bigClip, mp, p.cache);
+    try {
       seqClip.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
-      if (i === 0) bigRss = rss(pid);
-      // Again on the same mount: the kernel kept the pages (keep_cache), no FUSE request.
       seqAgain.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
+    } finally {
+      clipUmount(mp, pid);
+    }
+    // The same read with passthrough off: every byte spliced from the layer.
+    pid = clipMount(p.bigClip, mp, p.cache, ['--passthrough-min-size', '0']);
+    try {
+      seqSpliced.push(timeSh(`cat '${mp}/${p.bigFileName}' > /dev/null`));
     } finally {
       clipUmount(mp, pid);
     }
@@ -276,19 +304,24 @@ function main() {
   }
   const fileSize = bigSize - 2048; // near enough: the tar stream is the file plus headers
   const mbps = (s: number[]) => `${(fileSize / median(s) / 1e6).toFixed(0)} MB/s`;
+  const vsPlain = (s: number[]) => `${(median(seqPlain) / median(s)).toFixed(2)}x`;
   out.push(`## sequential read of a ${(fileSize / 1e9).toFixed(2)} GB file from a cached layer`, '');
   out.push(
     table(
       ['reader', 'time', 'throughput', 'vs plain file'],
       [
-        ['clip-native mount (fresh mount each run: spliced from the layer file)', fmt(seqClip), mbps(seqClip), `${(median(seqPlain) / median(seqClip)).toFixed(2)}x`],
-        ['clip-native mount, second read (the mount\'s own page cache)', fmt(seqAgain), mbps(seqAgain), `${(median(seqPlain) / median(seqAgain)).toFixed(2)}x`],
+        ['clip-native mount, fresh mount each run (FUSE passthrough to the file\'s copy)', fmt(seqClip), mbps(seqClip), vsPlain(seqClip)],
+        ['clip-native mount, the same file again on that mount', fmt(seqAgain), mbps(seqAgain), vsPlain(seqAgain)],
+        ['clip-native mount with --passthrough-min-size 0 (spliced from the layer file)', fmt(seqSpliced), mbps(seqSpliced), vsPlain(seqSpliced)],
+        ['first read on this host (spliced while the copy is made), once', fmt([firstRead]), mbps([firstRead]), vsPlain([firstRead])],
         ['cat of the plain layer file (page cache)', fmt(seqPlain), mbps(seqPlain), '1x'],
       ],
     ),
     '',
-    'Goal: >= 0.8x of the plain file. A first read copies each byte twice in the kernel (the spliced layer page into the',
-    "mount's page cache, then to the reader), a plain file once.",
+    `Goal: >= 0.8x of the plain file. The first open of a large file (>= 16 MiB) on a host copies it out of its cached layer`,
+    `(in the kernel, copy_file_range; here ${copySeconds.toFixed(1)} s from the first open until the copy was complete, fsync included);`,
+    'later opens are answered with the copy as a backing file and the kernel reads it directly. Spliced reads copy each byte',
+    "twice in the kernel (the layer page into the mount's page cache, then to the reader), a plain file once.",
     '',
   );
 
@@ -353,8 +386,10 @@ function main() {
     { figure: `stat of every entry (${entries}), warm, vs the native filesystem`, unit: 's', samples: clipWarm, peer: { name: 'native filesystem', samples: native }, goal: '≤ 1.5× the time', met: median(clipWarm) <= 1.5 * median(native) },
     { figure: 'stat of every entry, cold (fresh mount), vs squashfuse_ll', unit: 's', samples: clipCold, peer: { name: 'squashfuse_ll', samples: sqCold }, goal: 'faster', met: median(clipCold) < median(sqCold) },
     { figure: 'stat of every entry, warm, vs squashfuse_ll', unit: 's', samples: clipWarm, peer: { name: 'squashfuse_ll', samples: sqWarm }, goal: 'faster', met: median(clipWarm) < median(sqWarm) },
-    { figure: `sequential read of a ${(fileSize / 1e9).toFixed(2)} GB file from a cached layer`, unit: 's', samples: seqClip, peer: { name: 'cat of the layer file', samples: seqPlain }, goal: '≥ 0.8× the speed', met: median(seqPlain) / median(seqClip) >= 0.8 },
-    { figure: 'the same file read again on the same mount (its page cache)', unit: 's', samples: seqAgain, peer: { name: 'cat of the layer file', samples: seqPlain } },
+    { figure: `sequential read of a ${(fileSize / 1e9).toFixed(2)} GB file from a cached layer (fresh mount, passthrough)`, unit: 's', samples: seqClip, peer: { name: 'cat of the layer file', samples: seqPlain }, goal: '≥ 0.8× the speed', met: median(seqPlain) / median(seqClip) >= 0.8 },
+    { figure: 'the same file read again on the same mount', unit: 's', samples: seqAgain, peer: { name: 'cat of the layer file', samples: seqPlain } },
+    { figure: 'the same file with passthrough off (spliced from the layer)', unit: 's', samples: seqSpliced, peer: { name: 'cat of the layer file', samples: seqPlain } },
+    { figure: 'the first read on a host (spliced while the copy is made)', unit: 's', samples: [firstRead], peer: { name: 'cat of the layer file', samples: seqPlain } },
     ...throughput.map(([readers, clip, plain]): Figure => ({ figure: `random 4 KiB reads, ${readers} readers`, unit: 'ops/s', lowerIsBetter: false, samples: [clip], peer: { name: 'plain file (page cache)', samples: [plain] } })),
   ];
   writeResult({

@@ -95,6 +95,8 @@ MountSessionWrap::MountSessionWrap(const Napi::CallbackInfo& info) : Napi::Objec
   options.debug = BoolOption(o, "debug", false);
   options.read_ahead_kb = static_cast<unsigned>(NumberOption(o, "readAheadKb", options.read_ahead_kb, 0, 1 << 20));
   options.fs.cache_dir = StringOption(o, "cacheDir", "", false);
+  options.fs.passthrough_min_bytes =
+      static_cast<uint64_t>(NumberOption(o, "passthroughMinBytes", static_cast<double>(options.fs.passthrough_min_bytes), 0, 9007199254740991.0));
   options.fs.deadline = std::chrono::milliseconds(static_cast<int64_t>(NumberOption(o, "deadlineMs", 30000, 1, 86400e3)));
   options.fs.entry_timeout = NumberOption(o, "entryTimeout", options.fs.entry_timeout, 0, 1e9);
   for (const std::string* s : {&options.fsname, &options.subtype}) {
@@ -210,6 +212,8 @@ Napi::Value MountSessionWrap::Stats(const Napi::CallbackInfo& info) {
   set("lateAnswers", s.late_answers);
   set("pending", s.pending);
   set("layersOpen", s.layers_open);
+  set("passthroughOpens", s.passthrough_opens);
+  set("backingCopies", s.backing_copies);
   set("errors", s.errors);
   set("erofs", s.erofs);
   o.Set("running", Napi::Boolean::New(env, session_->running()));

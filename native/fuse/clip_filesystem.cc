@@ -54,6 +54,8 @@ ClipFilesystem* Self(fuse_req_t req) { return static_cast<ClipFilesystem*>(fuse_
 
 }  // namespace
 
+InitReplyPatch& InitPatchOf(void* userdata) { return static_cast<ClipFilesystem*>(userdata)->init_patch(); }
+
 // The C trampolines libfuse calls; each forwards to the member function
 // under Guarded(). A struct so that it can be the class's friend.
 struct Op {
@@ -87,6 +89,10 @@ struct Op {
     Guarded(req, Stats(req), "readdirplus", [&] { Self(req)->ReadDir(req, ino, size, off, true); });
   }
   static void release_ok(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+  static void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    Self(req)->Release(ino);
+    fuse_reply_err(req, 0);
+  }
   static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Guarded(req, Stats(req), "open", [&] { Self(req)->Open(req, ino, fi); });
   }
@@ -152,7 +158,7 @@ const fuse_lowlevel_ops& ClipFilesystem::Ops() {
     o.releasedir = Op::release_ok;
     o.open = Op::open;
     o.read = Op::read;
-    o.release = Op::release_ok;
+    o.release = Op::release;
     o.flush = Op::flush;
     o.fsync = Op::fsync;
     o.getxattr = Op::getxattr;
@@ -179,6 +185,22 @@ const fuse_lowlevel_ops& ClipFilesystem::Ops() {
   return ops;
 }
 
+namespace {
+
+// `min_bytes` when some regular file of the archive is at least that large,
+// else 0: an image with no large file keeps passthrough off, and so keeps
+// the kernel from sending OPEN/RELEASE for every file (see Init).
+uint64_t PassthroughThreshold(const core::ArchiveView& archive, uint64_t min_bytes) {
+  if (min_bytes == 0) return 0;
+  for (uint64_t ino = 1; ino <= archive.node_count(); ++ino) {
+    const core::NodeView node = archive.Node(ino);
+    if (node.is_file() && node.size >= min_bytes) return min_bytes;
+  }
+  return 0;
+}
+
+}  // namespace
+
 ClipFilesystem::ClipFilesystem(const core::ArchiveView& archive, const FilesystemOptions& options,
                                MissHandler* misses, SessionStats& stats)
     : archive_(archive),
@@ -186,6 +208,7 @@ ClipFilesystem::ClipFilesystem(const core::ArchiveView& archive, const Filesyste
       misses_(misses),
       stats_(stats),
       layers_(archive, options.cache_dir),
+      passthrough_(layers_, options.cache_dir, PassthroughThreshold(archive, options.passthrough_min_bytes), stats),
       pending_(options.deadline, stats) {
   for (uint32_t i = 0; i < archive.layer_count(); ++i) total_bytes_ += archive.Layer(i).uncompressed_size;
 }
@@ -254,12 +277,19 @@ void ClipFilesystem::Init(fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   want(FUSE_CAP_PARALLEL_DIROPS);
   want(FUSE_CAP_CACHE_SYMLINKS);
+  // Large files read through a backing file (FUSE passthrough) when the
+  // kernel offers it; init_patch_ adds the flag to libfuse's INIT reply.
+  // An open then must reach us, to name the backing file.
+  if (passthrough_.configured() && init_patch_.offered() && device_fd_ >= 0) {
+    init_patch_.Want();
+    passthrough_.Enable(device_fd_);
+  }
   // Opening a file or directory needs nothing from us (no handle, no
   // state): where the kernel allows it, the first open answers ENOSYS and
   // the kernel stops sending OPEN/OPENDIR and RELEASE/RELEASEDIR, keeping
   // page and readdir caches as keep_cache/cache_readdir would. Two round
   // trips fewer for every open(2), exec and directory walk.
-  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+  if ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && !init_patch_.offered_and_wanted()) {
     conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
     no_open_ = true;
   }
@@ -399,11 +429,20 @@ void ClipFilesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     throw ErrnoReply{EROFS};
   }
   if (no_open_) throw ErrnoReply{ENOSYS};  // see Init
+  const int backing_id = passthrough_.Open(ino, node);
+  if (backing_id > 0) {
+    const OpenOutWithBacking out{0, kOpenPassthrough | kOpenNoFlush, backing_id};
+    // Not sent (the open was interrupted): the kernel holds no open.
+    if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out) != 0) passthrough_.Release(ino);
+    return;
+  }
   // Pages read once stay valid forever: the image is immutable.
   fi->keep_cache = 1;
   fi->noflush = 1;
-  fuse_reply_open(req, fi);
+  if (fuse_reply_open(req, fi) != 0) passthrough_.Release(ino);
 }
+
+void ClipFilesystem::Release(fuse_ino_t ino) { passthrough_.Release(ino); }
 
 void ClipFilesystem::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   const core::NodeView node = NodeOf(archive_, ino);

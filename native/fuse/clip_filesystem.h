@@ -22,8 +22,10 @@
 
 #include "../core/archive_view.h"
 #include "fuse_api.h"
+#include "kernel_passthrough.h"
 #include "layer_cache_files.h"
 #include "miss_handler.h"
+#include "passthrough_files.h"
 #include "pending_reads.h"
 #include "session_stats.h"
 
@@ -34,6 +36,9 @@ struct FilesystemOptions {
   std::chrono::milliseconds deadline{30000};  // per miss
   double entry_timeout = 86400.0 * 365;  // seconds; the image never changes
   unsigned max_pages_bytes = 1u << 20;   // bytes: largest read the kernel sends
+  // Files at least this large are served by FUSE passthrough from a copy
+  // in the disk cache (see passthrough_files.h); 0: never.
+  uint64_t passthrough_min_bytes = 16ull << 20;
 };
 
 class ClipFilesystem {
@@ -50,6 +55,11 @@ class ClipFilesystem {
 
   PendingReads& pending() { return pending_; }
   LayerCacheFiles& layers() { return layers_; }
+  PassthroughFiles& passthrough() { return passthrough_; }
+  InitReplyPatch& init_patch() { return init_patch_; }
+  // The session's /dev/fuse fd (backing files are registered through it);
+  // set before the session loop starts.
+  void set_device_fd(int fd) { device_fd_ = fd; }
 
  private:
   friend struct Op;
@@ -61,6 +71,7 @@ class ClipFilesystem {
   void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
   void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Release(fuse_ino_t ino);
   void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
   void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
@@ -75,7 +86,10 @@ class ClipFilesystem {
   MissHandler* const misses_;
   SessionStats& stats_;
   LayerCacheFiles layers_;
+  PassthroughFiles passthrough_;
+  InitReplyPatch init_patch_;
   PendingReads pending_;
+  int device_fd_ = -1;
   uint64_t total_bytes_ = 0;  // sum of the layers' uncompressed sizes, for statfs
   // Set once by Init, before any other request is read.
   bool no_open_ = false;     // the kernel may skip OPEN/RELEASE

@@ -8,7 +8,7 @@
 namespace clip::fuse {
 namespace {
 
-std::string Hex(std::span<const uint8_t, 32> bytes) {
+std::string HexOf(std::span<const uint8_t, 32> bytes) {
   static const char kDigits[] = "0123456789abcdef";
   std::string out(64, '0');
   for (size_t i = 0; i < 32; ++i) {
@@ -26,7 +26,8 @@ LayerCacheFiles::LayerCacheFiles(const core::ArchiveView& archive, std::string c
   for (uint32_t i = 0; i < count_; ++i) {
     const core::LayerView layer = archive.Layer(i);
     slots_[i].size = layer.uncompressed_size;
-    if (!cache_dir_.empty()) slots_[i].path = cache_dir_ + "/layers/sha256/" + Hex(layer.diff_id);
+    slots_[i].hex = HexOf(layer.diff_id);
+    if (!cache_dir_.empty()) slots_[i].path = cache_dir_ + "/layers/sha256/" + slots_[i].hex;
   }
 }
 
@@ -74,6 +75,11 @@ int LayerCacheFiles::TryOpen(Slot& slot) {
 
 void LayerCacheFiles::PinCached() {
   for (uint32_t i = 0; i < count_; ++i) Fd(i);
+}
+
+const std::string& LayerCacheFiles::Hex(uint32_t index) const {
+  static const std::string kNone;
+  return index < count_ ? slots_[index].hex : kNone;
 }
 
 uint32_t LayerCacheFiles::open_count() const {

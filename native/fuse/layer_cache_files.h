@@ -50,9 +50,13 @@ class LayerCacheFiles {
   // Layers open right now.
   uint32_t open_count() const;
 
+  // Layer `index`'s diff_id in hex (its name in the cache), "" out of range.
+  const std::string& Hex(uint32_t index) const;
+
  private:
   struct Slot {
-    std::string path;      // <cacheDir>/layers/sha256/<diff_id hex>
+    std::string hex;       // the diff_id's sha256 in hex
+    std::string path;      // <cacheDir>/layers/sha256/<hex>
     uint64_t size = 0;     // bytes the complete file must have
     std::atomic<int> fd{-1};
   };

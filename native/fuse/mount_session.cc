@@ -61,6 +61,14 @@ void MountSession::Start() {
   }
   mounted_ = true;
   running_ = true;
+  const int dev_fd = fuse_session_fd(session_.get());
+  if (fs_->passthrough().configured()) {
+    // Same fd, our hooks: they only watch INIT and add passthrough to its
+    // reply (kernel_passthrough.h); every other message goes through as is.
+    static const fuse_custom_io kIo = {InitReplyPatch::Writev, InitReplyPatch::Read, nullptr,
+                                       InitReplyPatch::SpliceSend};
+    if (fuse_session_custom_io(session_.get(), &kIo, dev_fd) == 0) fs_->set_device_fd(dev_fd);
+  }
   fs_->layers().PinCached();
   loop_ = std::thread([this] { RunLoop(); });
 
@@ -135,6 +143,8 @@ void MountSession::Stop() {
     loop_.join();
   }
   fs_->pending().FailAll(EIO);
+  // A copy for passthrough reads a pinned layer: stop it before unpinning.
+  fs_->passthrough().Stop();
   // The workers are gone: unpin the cached layers now, not when the
   // session object is collected.
   fs_->layers().ReleaseAll();

@@ -26,6 +26,8 @@ struct SessionStatsSnapshot {
   uint64_t late_answers = 0;   // Complete/Fail for a request already answered
   uint64_t pending = 0;        // misses waiting right now
   uint64_t layers_open = 0;    // cached layer files open and pinned
+  uint64_t passthrough_opens = 0;  // opens the kernel serves from a backing file
+  uint64_t backing_copies = 0;     // large files copied out of their layer for passthrough
   uint64_t errors = 0;         // callbacks that caught an exception
   uint64_t erofs = 0;          // write-type requests refused
 };
@@ -38,6 +40,7 @@ class SessionStats {
   Counter lookups{0}, negative_lookups{0}, getattrs{0}, readdirs{0}, opens{0};
   Counter reads{0}, read_bytes{0}, cached_reads{0}, cached_bytes{0};
   Counter misses{0}, miss_bytes{0}, miss_completed{0}, miss_failed{0}, miss_timeouts{0}, late_answers{0};
+  Counter passthrough_opens{0}, backing_copies{0};
   Counter errors{0}, erofs{0};
 
   SessionStatsSnapshot Snapshot() const {
@@ -58,6 +61,8 @@ class SessionStats {
     s.miss_failed = g(miss_failed);
     s.miss_timeouts = g(miss_timeouts);
     s.late_answers = g(late_answers);
+    s.passthrough_opens = g(passthrough_opens);
+    s.backing_copies = g(backing_copies);
     s.errors = g(errors);
     s.erofs = g(erofs);
     return s;

@@ -22,6 +22,7 @@ import { Command, Option } from 'commander';
 import { ClipError, ClipErrorCode, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
 import { archiveForImage } from '../mount/image';
+import { parseSize } from '../engine/options';
 import { memoryGovernor } from '../mount/memory';
 import { mount, MountOptions } from '../mount/mount';
 import { mountpointState, unmountPath } from '../mount/stale';
@@ -42,6 +43,7 @@ interface MountFlags extends TierFlags {
   metricsAddr?: string;
   metricsFile?: string;
   metricsInterval?: string;
+  passthroughMinSize: string;
 }
 
 function positiveInt(text: string, what: string): number {
@@ -71,6 +73,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
       threads: flags.threads !== undefined ? positiveInt(flags.threads, '--threads') : undefined,
       cacheDir,
       deadlineMs: positiveInt(flags.deadline, '--deadline'),
+      passthroughMinBytes: parseSize(flags.passthroughMinSize),
       storage: { ...storage, source },
       debug: flags.debug,
     };
@@ -128,6 +131,7 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
 async function runBackground(archive: string, mountpoint: string, flags: MountFlags): Promise<void> {
   const script = process.argv[1];
   const args = [script, 'mount', archive, mountpoint, '--foreground', '--ready-fd', '3', '--deadline', flags.deadline];
+  args.push('--passthrough-min-size', flags.passthroughMinSize);
   if (flags.threads) args.push('--threads', flags.threads);
   if (flags.cacheDir) args.push('--cache-dir', path.resolve(flags.cacheDir));
   if (flags.cacheSize) args.push('--cache-size', flags.cacheSize);
@@ -202,6 +206,7 @@ export function registerMountCommands(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to pick when indexing a multi-platform image (default: this host)')
     .option('--log-file <file>', 'where the background mount process logs (default: nowhere)')
     .option('--debug', "libfuse's request trace on stderr")
+    .option('--passthrough-min-size <size>', 'files at least this large are read by the kernel from a copy in the disk cache (FUSE passthrough; 0: never)', '16MiB')
     .option('--metrics-addr <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics while mounted')
     .option('--metrics-file <file>', 'keep Prometheus metrics in FILE while mounted (rewritten atomically)')
     .option('--metrics-interval <ms>', 'milliseconds between rewrites of --metrics-file', '10000')
@@ -209,6 +214,7 @@ export function registerMountCommands(program: Command): void {
     .action(async (image: string, mountpoint: string, flags: MountFlags) => {
       if (flags.threads !== undefined) positiveInt(flags.threads, '--threads');
       positiveInt(flags.deadline, '--deadline');
+      parseSize(flags.passthroughMinSize);
       if (flags.metricsAddr !== undefined) parseListenAddress(flags.metricsAddr);
       if (flags.metricsInterval !== undefined) positiveInt(flags.metricsInterval, '--metrics-interval');
       storeOptions(image, flags); // checks the tier flags before indexing or forking

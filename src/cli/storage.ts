@@ -127,7 +127,8 @@ export function registerStorageCommands(program: Command): void {
         return;
       }
       for (const l of listing.layers) {
-        process.stdout.write(`${l.diffId}  ${formatBytes(l.size).padStart(10)}  ${new Date(l.lastUsedMs).toISOString()}${l.pinned ? '  in use' : ''}\n`);
+        const copies = l.copiesBytes ? `  (${formatBytes(l.copiesBytes)} of it passthrough copies)` : '';
+        process.stdout.write(`${l.diffId}  ${formatBytes(l.size).padStart(10)}  ${new Date(l.lastUsedMs).toISOString()}${l.pinned ? '  in use' : ''}${copies}\n`);
       }
       for (const p of listing.partials) process.stdout.write(`${p.path}  ${formatBytes(p.size).padStart(10)}  partial (pid ${p.pid})\n`);
       process.stdout.write(`${listing.layers.length} layers, ${formatBytes(listing.totalBytes)} in ${disk.dir}\n`);
@@ -144,11 +145,13 @@ export function registerStorageCommands(program: Command): void {
       process.stdout.write(`removed ${removed.layers.length} layers (${formatBytes(freed)}) and ${removed.partials.length} partial files\n`);
     });
 
-  cacheDirOption(cache.command('verify').description('re-hash every cached layer; delete those that do not match their digest'))
+  cacheDirOption(cache.command('verify').description('re-hash every cached layer and compare its passthrough copies with it; delete what does not match'))
     .action(async (flags: { cacheDir?: string }) => {
       const disk = new DiskCache(defaultCacheDir(flags.cacheDir));
       const result = await disk.verify((hex, ok) => process.stdout.write(`sha256:${hex}  ${ok ? 'ok' : 'MISMATCH, deleted'}\n`));
-      process.stdout.write(`${result.ok.length} ok, ${result.deleted.length} deleted\n`);
-      if (result.deleted.length) throw new ClipError('EDIGEST', `${result.deleted.length} cached layers did not match their digest and were deleted`);
+      for (const copy of result.deletedCopies) process.stdout.write(`${copy}  MISMATCH with its layer, deleted\n`);
+      process.stdout.write(`${result.ok.length} ok, ${result.deleted.length} deleted, ${result.deletedCopies.length} passthrough copies deleted\n`);
+      const bad = result.deleted.length + result.deletedCopies.length;
+      if (bad) throw new ClipError('EDIGEST', `${result.deleted.length} cached layers did not match their digest and ${result.deletedCopies.length} copies did not match their layer; deleted`);
     });
 }

@@ -65,6 +65,11 @@ export interface MountOptions {
   cloneFd?: boolean;
   /** KiB the kernel reads ahead per file (default 4096; 0 keeps the kernel's 128). */
   readAheadKb?: number;
+  /**
+   * Files at least this many bytes are read by the kernel itself from a copy in the disk cache (FUSE
+   * passthrough, kernel 6.9+, as root), made once per host on their first open; 0: never (default 16 MiB).
+   */
+  passthroughMinBytes?: number;
   /** libfuse's request trace on stderr. */
   debug?: boolean;
 }
@@ -87,6 +92,10 @@ export interface MountStats {
   lateAnswers: number;
   pending: number;
   layersOpen: number;
+  /** Opens the kernel serves from a backing file (FUSE passthrough), no request to us per read. */
+  passthroughOpens: number;
+  /** Large files copied out of their cached layer so the kernel can pass reads through. */
+  backingCopies: number;
   errors: number;
   erofs: number;
   running: boolean;
@@ -110,7 +119,10 @@ type RawMountSessionClass = new (
   onEnded: () => void,
 ) => RawMountSession;
 
-const KNOWN = new Set(['archive', 'mountpoint', 'threads', 'cacheDir', 'readMiss', 'storage', 'deadlineMs', 'allowOther', 'cloneFd', 'readAheadKb', 'debug']);
+/** Large enough that only files whose sequential reads dominate get a second copy on disk. */
+export const DEFAULT_PASSTHROUGH_MIN_BYTES = 16 << 20;
+
+const KNOWN = new Set(['archive', 'mountpoint', 'threads', 'cacheDir', 'readMiss', 'storage', 'deadlineMs', 'allowOther', 'cloneFd', 'readAheadKb', 'passthroughMinBytes', 'debug']);
 
 function checkMountOptions(options: MountOptions): void {
   if (options === null || typeof options !== 'object') throw new ClipError('EINVAL', 'mount: options must be an object');
@@ -129,6 +141,9 @@ function checkMountOptions(options: MountOptions): void {
   }
   if (options.readAheadKb !== undefined && (!Number.isInteger(options.readAheadKb) || options.readAheadKb < 0)) {
     throw new ClipError('EINVAL', 'mount: option "readAheadKb" must be a non-negative integer');
+  }
+  if (options.passthroughMinBytes !== undefined && (!Number.isSafeInteger(options.passthroughMinBytes) || options.passthroughMinBytes < 0)) {
+    throw new ClipError('EINVAL', 'mount: option "passthroughMinBytes" must be a non-negative integer');
   }
   if (options.readMiss !== undefined && options.readMiss !== null && typeof options.readMiss !== 'function') {
     throw new ClipError('EINVAL', 'mount: option "readMiss" must be a function or null');
@@ -293,6 +308,7 @@ export async function mount(options: MountOptions): Promise<Mount> {
         allowOther: options.allowOther ?? true,
         cloneFd: options.cloneFd ?? true,
         readAheadKb: options.readAheadKb ?? 4096,
+        passthroughMinBytes: options.passthroughMinBytes ?? DEFAULT_PASSTHROUGH_MIN_BYTES,
         debug: options.debug ?? false,
       },
       (id, layer, offset, length) => m!.handleMiss(readMiss, layers, id, layer, offset, length),

@@ -8,6 +8,12 @@
  *   <cacheDir>/layers/sha256/<hex>.partial-<pid>-<random>
  *                                          a fill in progress; never served
  *   <cacheDir>/locks/<hex>.lock            the fill lock
+ *   <cacheDir>/files/sha256/<hex>/<offset> a large file of that layer (its bytes at that offset of
+ *                                          the tar stream) copied out whole, mode 0444, so the
+ *                                          kernel can read it directly (FUSE passthrough; made by
+ *                                          the mount's C++ code, native/fuse/passthrough_files.h)
+ *   <cacheDir>/files/sha256/<hex>/<offset>.partial-<pid>-<random>
+ *                                          a copy in progress; never served
  *
  * - A fill writes to a partial name in the same directory and renames it to
  *   `<hex>` only after the bytes' sha256 equals the diff_id (and after
@@ -22,6 +28,13 @@
  *   LOCK_NB) on the file, skips it if that fails, and otherwise unlinks it
  *   (oldest atime first). A reader that got its shared lock after an
  *   eviction finds the file unlinked (nlink 0) and treats it as a miss.
+ *
+ * - A copy is made only by a process pinning its layer, into a partial name,
+ *   fsync'd, then renamed. It belongs to its layer: counted in the layer's
+ *   size, evicted with it (under the same LOCK_EX), deleted with it when
+ *   `verify` finds the layer wrong, and itself checked against the layer's
+ *   bytes by `verify`. A copy directory whose layer is gone is an orphan
+ *   (a copy is only made while the layer is pinned) and `prune` removes it.
  *
  * All flock calls here are non-blocking and polled, so a wait can be given
  * up (a closing store) and never ties up a libuv thread.
@@ -113,8 +126,10 @@ export interface CacheEntry {
   hex: string;
   diffId: string;
   path: string;
-  /** Bytes. */
+  /** Bytes, with the layer's passthrough copies. */
   size: number;
+  /** Bytes of the layer's passthrough copies (complete or in progress). */
+  copiesBytes: number;
   /** Last use (the atime readers set), ms since the epoch. */
   lastUsedMs: number;
   /** Held open by a reader (a mount, a cat) right now. */
@@ -133,6 +148,40 @@ export interface VerifyResult {
   ok: string[];
   /** Layers whose content did not hash to their name: deleted. */
   deleted: string[];
+  /** Passthrough copies whose bytes differed from their layer's: deleted. */
+  deletedCopies: string[];
+}
+
+const COPY_NAME = /^\d+$/;
+const COPY_PARTIAL_NAME = /^\d+\.partial-(\d+)-[0-9a-f]+$/;
+
+/** Whether process `pid` exists (it may belong to another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Total bytes of the files directly in `dir` (0 when it does not exist). */
+function dirBytes(dir: string): number {
+  let total = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    try {
+      total += fs.lstatSync(path.join(dir, name)).size;
+    } catch {
+      // removed meanwhile
+    }
+  }
+  return total;
 }
 
 /**
@@ -170,6 +219,7 @@ export class DiskCache {
   readonly dir: string;
   readonly layersDir: string;
   readonly locksDir: string;
+  readonly copiesDir: string;
 
   /**
    * @param dir the cache directory (created with its subdirectories if missing)
@@ -180,6 +230,7 @@ export class DiskCache {
     this.dir = dir;
     this.layersDir = path.join(dir, 'layers', 'sha256');
     this.locksDir = path.join(dir, 'locks');
+    this.copiesDir = path.join(dir, 'files', 'sha256');
     try {
       fs.mkdirSync(this.layersDir, { recursive: true });
       fs.mkdirSync(this.locksDir, { recursive: true });
@@ -190,6 +241,11 @@ export class DiskCache {
 
   pathFor(hex: string): string {
     return path.join(this.layersDir, hex);
+  }
+
+  /** Where layer `hex`'s passthrough copies live. */
+  copiesFor(hex: string): string {
+    return path.join(this.copiesDir, hex);
   }
 
   /** True when the complete layer file exists (it may still be evicted any moment; pin it to keep it). */
@@ -359,8 +415,10 @@ export class DiskCache {
       }
       if (!st.isFile()) continue;
       if (LAYER_NAME.test(name)) {
-        layers.push({ hex: name, diffId: `sha256:${name}`, path: file, size: st.size, lastUsedMs: st.atimeMs, pinned: this.isPinned(file) });
-        totalBytes += st.size;
+        const copiesBytes = dirBytes(this.copiesFor(name));
+        const size = st.size + copiesBytes;
+        layers.push({ hex: name, diffId: `sha256:${name}`, path: file, size, copiesBytes, lastUsedMs: st.atimeMs, pinned: this.isPinned(file) });
+        totalBytes += size;
         continue;
       }
       const m = PARTIAL_NAME.exec(name);
@@ -370,11 +428,17 @@ export class DiskCache {
     return { layers, partials, totalBytes };
   }
 
-  /** Removes layer file `file` if nobody pins it: true when removed. */
-  private removeIfUnpinned(file: string): boolean {
-    // Holding LOCK_EX: no reader has it pinned, and any reader that opened
-    // it meanwhile finds nlink 0 once it gets its shared lock.
-    return probeLock(file, false, () => fs.rmSync(file, { force: true })) === 'free';
+  /** Removes layer `hex` and its copies if nobody pins it: true when removed. */
+  private removeIfUnpinned(hex: string): boolean {
+    // Holding LOCK_EX: no reader has it pinned (so nobody is copying from
+    // it), and any reader that opened it meanwhile finds nlink 0 once it
+    // gets its shared lock.
+    return (
+      probeLock(this.pathFor(hex), false, () => {
+        fs.rmSync(this.pathFor(hex), { force: true });
+        fs.rmSync(this.copiesFor(hex), { recursive: true, force: true });
+      }) === 'free'
+    );
   }
 
   /**
@@ -390,7 +454,7 @@ export class DiskCache {
     for (const entry of listing.layers) {
       if (total <= targetBytes) break;
       if (entry.pinned) continue;
-      if (this.removeIfUnpinned(entry.path)) {
+      if (this.removeIfUnpinned(entry.hex)) {
         total -= entry.size;
         removed.push(entry);
         log.info({ layer: entry.diffId, size: entry.size, lastUsed: new Date(entry.lastUsedMs).toISOString() }, 'evicted cached layer');
@@ -432,7 +496,41 @@ export class DiskCache {
         }
       });
     }
+    partials.push(...this.pruneCopies());
     return { partials, layers: this.evict(targetBytes) };
+  }
+
+  /** Removes copies in progress whose writer is gone, and copy directories whose layer is gone. */
+  private pruneCopies(): string[] {
+    const removed: string[] = [];
+    let hexes: string[];
+    try {
+      hexes = fs.readdirSync(this.copiesDir);
+    } catch {
+      return removed;
+    }
+    for (const hex of hexes) {
+      const dir = this.copiesFor(hex);
+      if (!LAYER_NAME.test(hex) || !this.has(hex)) {
+        fs.rmSync(dir, { recursive: true, force: true });
+        removed.push(dir);
+        continue;
+      }
+      let names: string[];
+      try {
+        names = fs.readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const m = COPY_PARTIAL_NAME.exec(name);
+        if (m && !processAlive(Number(m[1]))) {
+          fs.rmSync(path.join(dir, name), { force: true });
+          removed.push(path.join(dir, name));
+        }
+      }
+    }
+    return removed;
   }
 
   /**
@@ -440,20 +538,21 @@ export class DiskCache {
    * name is deleted (whether pinned or not: wrong bytes must not be served).
    */
   async verify(onLayer?: (hex: string, ok: boolean) => void): Promise<VerifyResult> {
-    const result: VerifyResult = { ok: [], deleted: [] };
+    const result: VerifyResult = { ok: [], deleted: [], deletedCopies: [] };
     for (const entry of this.list().layers) {
-      const hash = createHash('sha256');
+      let ok: boolean;
       try {
-        for await (const chunk of fs.createReadStream(entry.path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+        ok = (await sha256Stream(fs.createReadStream(entry.path, { highWaterMark: 1 << 20 }))).hex === entry.hex;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // evicted meanwhile
         throw new ClipError('EIO', `cannot read ${entry.path}: ${(e as Error).message}`);
       }
-      const ok = hash.digest('hex') === entry.hex;
       if (ok) {
         result.ok.push(entry.hex);
+        result.deletedCopies.push(...(await this.verifyCopies(entry)));
       } else {
         fs.rmSync(entry.path, { force: true });
+        fs.rmSync(this.copiesFor(entry.hex), { recursive: true, force: true });
         result.deleted.push(entry.hex);
         log.warn({ layer: entry.diffId }, 'cached layer does not match its digest; deleted');
       }
@@ -461,4 +560,48 @@ export class DiskCache {
     }
     return result;
   }
+
+  /** Compares each complete copy of `entry` with its layer's bytes; deletes and returns the ones that differ. */
+  private async verifyCopies(entry: CacheEntry): Promise<string[]> {
+    const deleted: string[] = [];
+    const dir = this.copiesFor(entry.hex);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir).filter((n) => COPY_NAME.test(n));
+    } catch {
+      return deleted;
+    }
+    for (const name of names) {
+      const copy = path.join(dir, name);
+      const offset = Number(name);
+      let same: boolean;
+      try {
+        const size = fs.statSync(copy).size;
+        const [a, b] = await Promise.all([
+          sha256Stream(fs.createReadStream(copy, { highWaterMark: 1 << 20 })),
+          sha256Stream(fs.createReadStream(entry.path, { start: offset, end: offset + size - 1, highWaterMark: 1 << 20 })),
+        ]);
+        same = size > 0 && a.bytes === size && b.bytes === size && a.hex === b.hex;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // evicted meanwhile
+        throw new ClipError('EIO', `cannot read ${copy}: ${(e as Error).message}`);
+      }
+      if (!same) {
+        fs.rmSync(copy, { force: true });
+        deleted.push(copy);
+        log.warn({ layer: entry.diffId, copy }, 'passthrough copy differs from its layer; deleted');
+      }
+    }
+    return deleted;
+  }
+}
+
+async function sha256Stream(stream: AsyncIterable<Buffer>): Promise<{ hex: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { hex: hash.digest('hex'), bytes };
 }

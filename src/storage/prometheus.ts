@@ -45,6 +45,8 @@ const MOUNT_METRICS: Array<[keyof MountStats, string, Kind, string]> = [
   ['missFailed', 'clip_fuse_misses_failed_total', 'counter', 'Misses answered with an error.'],
   ['missTimeouts', 'clip_fuse_miss_timeouts_total', 'counter', 'Misses answered EIO at their deadline.'],
   ['lateAnswers', 'clip_fuse_late_answers_total', 'counter', 'Miss answers that came after the deadline had answered the request.'],
+  ['passthroughOpens', 'clip_fuse_passthrough_opens_total', 'counter', 'Opens served by the kernel from a backing file (FUSE passthrough).'],
+  ['backingCopies', 'clip_fuse_backing_copies_total', 'counter', 'Large files copied out of their cached layer for passthrough.'],
   ['errors', 'clip_fuse_errors_total', 'counter', 'FUSE requests answered with an error.'],
   ['erofs', 'clip_fuse_erofs_total', 'counter', 'Write attempts refused with EROFS.'],
   ['fetches', 'clip_fuse_miss_fetches_total', 'counter', 'Fetches made for misses, after coalescing.'],
