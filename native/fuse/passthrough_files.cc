@@ -1,7 +1,9 @@
 #include "passthrough_files.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -158,6 +160,13 @@ void PassthroughFiles::Stop() {
 }
 
 void PassthroughFiles::CopyLoop() {
+  // A copy is an optimisation for later opens: it should yield to the reads
+  // of now (the open that queued it is being served while it runs). Lowest
+  // best-effort I/O priority and a high nice value, for this thread only.
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  constexpr int kIoprioWhoProcess = 1, kIoprioClassBestEffort = 2, kIoprioClassShift = 13;
+  ::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, (kIoprioClassBestEffort << kIoprioClassShift) | 7);
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10);
   std::unique_lock lock(mutex_);
   for (;;) {
     queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
