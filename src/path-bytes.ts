@@ -12,6 +12,9 @@
  * Buffer.from(s, 'utf8'), which would turn escaped bytes into U+FFFD.
  */
 
+import * as fs from 'node:fs';
+import { native } from './native';
+
 /** Lone surrogates U+DC80..U+DCFF: escaped bytes (the `u` flag keeps surrogate pairs whole). */
 const ESCAPED_BYTE = /[\uDC80-\uDCFF]/u;
 
@@ -46,4 +49,44 @@ export function pathBytes(s: string): Buffer {
 /** Byte length of path string `s` (what a 255-byte name limit counts). */
 export function pathByteLength(s: string): number {
   return hasEscapedBytes(s) ? pathBytes(s).length : Buffer.byteLength(s, 'utf8');
+}
+
+/** The path string of raw bytes (the inverse of pathBytes; decoded by the addon, as names in archives are). */
+export function pathFromBytes(bytes: Buffer): string {
+  return fromNativePath((native as unknown as { decodePath(b: Buffer): string | Buffer }).decodePath(bytes));
+}
+
+/**
+ * process.argv with every argument that is not UTF-8 restored from the raw
+ * bytes of /proc/self/cmdline, in the escaped form above: Node decodes argv
+ * as UTF-8 and turns stray bytes into U+FFFD, so a name like "caf\xe9" typed
+ * on the command line would otherwise name nothing in the image. Node's own
+ * options sit before the script in cmdline, so the user's arguments are
+ * its last entries.
+ */
+export function losslessArgv(argv: string[] = process.argv): string[] {
+  if (!argv.some((a) => a.includes('\uFFFD'))) return argv;
+  let raw: Buffer[];
+  try {
+    const cmdline = fs.readFileSync('/proc/self/cmdline');
+    raw = [];
+    let start = 0;
+    for (let i = 0; i < cmdline.length; i++) {
+      if (cmdline[i] === 0) {
+        raw.push(cmdline.subarray(start, i));
+        start = i + 1;
+      }
+    }
+  } catch {
+    return argv;
+  }
+  const user = argv.length - 2;
+  if (user <= 0 || raw.length < user) return argv;
+  const rawUser = raw.slice(raw.length - user);
+  return argv.map((a, i) => {
+    if (i < 2 || !a.includes('\uFFFD')) return a;
+    const bytes = rawUser[i - 2];
+    // Only where the raw bytes are what Node decoded (a sanity check on the alignment).
+    return bytes.toString('utf8') === a ? pathFromBytes(bytes) : a;
+  });
 }

@@ -224,6 +224,16 @@ describe('names that are not UTF-8', () => {
     assert.ok(long.includes(latin1('link-\xe9 -> caf\xe9/na\xefve.txt\n')), long.toString('latin1'));
   });
 
+  test('clip-native cat and ls take names that are not UTF-8 on the command line', () => {
+    // The shell's printf puts the raw bytes into argv (Node's own spawn would encode them as UTF-8).
+    const run = (args: string) => execFileSync('/bin/sh', ['-c', `'${process.execPath}' '${CLI}' --log-level error ${args}`]);
+    const cacheArgs = `--cache-dir '${path.join(work, 'cache-argv')}'`;
+    assert.equal(run(`cat ${cacheArgs} '${archivePath}' "$(printf '/caf\\351/na\\357ve.txt')"`).toString(), 'latin-1 name\n');
+    assert.equal(run(`cat ${cacheArgs} '${archivePath}' "$(printf '/caf\\303\\251')"`).toString(), 'the UTF-8 twin\n');
+    const listed = run(`ls '${archivePath}' "$(printf '/caf\\351')"`);
+    assert.ok(listed.equals(latin1('na\xefve.txt\nsecond-\xa4\n')), listed.toString('latin1'));
+  });
+
   test('extract writes the raw names, contents and link targets', async () => {
     const store = await LayerStore.open({ archive: archivePath, cacheDir: path.join(work, 'cache-x') });
     try {

@@ -91,7 +91,16 @@ Napi::Value FsLsetxattr(const Napi::CallbackInfo& info) {
   return Result(env, lsetxattr(path.c_str(), name.c_str(), value.Data(), value.Length(), 0));
 }
 
+// decodePath(bytes: Buffer): the path string of raw bytes, in the escaped
+// form of src/path-bytes.ts (a string, or its UTF-16LE when not UTF-8).
+Napi::Value DecodePath(const Napi::CallbackInfo& info) {
+  if (!info[0].IsBuffer()) ThrowInvalid(info.Env(), "decodePath(bytes: Buffer)");
+  auto b = info[0].As<Napi::Buffer<char>>();
+  return PathToJs(info.Env(), std::string_view(b.Data(), b.Length()));
+}
+
 void RegisterFsFunctions(Napi::Env env, Napi::Object exports) {
+  exports.Set("decodePath", Napi::Function::New<DecodePath>(env, "decodePath"));
   exports.Set("fsTryFlock", Napi::Function::New<FsTryFlock>(env, "fsTryFlock"));
   exports.Set("fsMknod", Napi::Function::New<FsMknod>(env, "fsMknod"));
   exports.Set("fsLutimens", Napi::Function::New<FsLutimens>(env, "fsLutimens"));

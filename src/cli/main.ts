@@ -7,6 +7,7 @@
 import { Command, Option } from 'commander';
 import { ClipError, EXIT_CODES, isClipError } from '../errors';
 import { log } from '../log';
+import { losslessArgv } from '../path-bytes';
 import { registerImageCommands } from './image';
 import { registerLayerCommands } from './layer';
 import { registerMountCommands } from './mount';
@@ -53,4 +54,4 @@ function main(argv: string[]): void {
 }
 
 export { ClipError };
-main(process.argv);
+main(losslessArgv());
