@@ -128,6 +128,20 @@ async function runForeground(archive: string, mountpoint: string, flags: MountFl
   if (flags.stats) process.stderr.write(`${JSON.stringify(stats)}\n`);
 }
 
+/**
+ * Node flags of the detached mount process, sized for a small long-lived
+ * daemon whose heap holds a few MiB of JS objects while its bytes flow
+ * through Buffers outside the heap. V8 grows the young generation's
+ * semi-spaces up to 16 MiB each (48 MiB of young generation) once the
+ * allocation rate is high, as it is while misses and fills stream through
+ * the process; it never shrinks them in a process that then goes idle.
+ * Capped at 1 MiB, the new space stays at 2 MiB: measured on a cold walk
+ * of the demo image, 10 MiB of heap after it instead of 16.5 MiB, with
+ * scavenges that cost well under a millisecond. Flags given to the parent
+ * node come after these, so they win.
+ */
+const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1'];
+
 async function runBackground(archive: string, mountpoint: string, flags: MountFlags): Promise<void> {
   const script = process.argv[1];
   const args = [script, 'mount', archive, mountpoint, '--foreground', '--ready-fd', '3', '--deadline', flags.deadline];
@@ -152,7 +166,7 @@ async function runBackground(archive: string, mountpoint: string, flags: MountFl
     env.CLIP_REGISTRY_USERNAME = flags.username;
     env.CLIP_REGISTRY_PASSWORD = flags.password;
   }
-  const child = spawn(process.execPath, [...process.execArgv, ...args], { detached: true, stdio: ['ignore', 'ignore', logFd, 'pipe'], cwd: '/', env });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...process.execArgv, ...args], { detached: true, stdio: ['ignore', 'ignore', logFd, 'pipe'], cwd: '/', env });
   if (typeof logFd === 'number') fs.closeSync(logFd);
   const line = await new Promise<string>((resolve) => {
     let text = '';

@@ -1,36 +1,50 @@
 /**
- * Keeps a long-lived mount process small after bursts of misses.
+ * Keeps a long-lived mount process small during and after bursts of misses.
  *
  * The miss path and the background fills hold their bytes in Buffers whose
  * memory lives outside the V8 heap (inflated checkpoint intervals come from
- * the addon as external buffers; blob reads and fill chunks are
- * ArrayBuffer backing stores). V8 frees them only when a garbage collection
- * finds them dead, and with a heap of a few MiB it collects rarely: it lets
- * external memory grow by about 64 MiB before it forces a collection. A
- * mount that has read a few hundred MiB through its misses then sits at
- * 60+ MiB of dead buffers (measured: 55 MiB external right after a cold
- * walk of the demo image, 6 MiB after a collection).
+ * the addon as external buffers; blob reads, gunzip output and fill chunks
+ * are ArrayBuffer backing stores). V8 frees them only when a garbage
+ * collection finds them dead, and with a heap of a few MiB it collects
+ * rarely: it lets external memory grow by about 64 MiB before it forces a
+ * collection. A cold walk of the demo image streams ~200 MB through such
+ * buffers in two seconds (the fill) on top of the misses, so without help
+ * the process peaks near 140 MiB and sits at 100+ MiB of dead buffers after
+ * the walk (measured: 44 MiB external after a cold walk, 7 MiB after one
+ * full collection).
  *
- * So while a mount is live, a timer looks at V8's external memory twice a
- * second and asks for a collection when it has grown past `budgetBytes`
- * since the last one, and once more when the mount goes quiet. A collection of this small heap takes a few
- * milliseconds; the timer is unref'd and stops with the last mount.
+ * So while a mount is live, a timer watches V8's external memory:
+ *   - every 50 ms while it is changing, and when it has grown by
+ *     `budgetBytes` since the last collection, a minor collection
+ *     (scavenge, ~1 ms): the dead chunks of a stream are young, and a
+ *     scavenge frees their backing stores. If the next tick still finds the
+ *     growth (the buffers were promoted, or are live), a full collection;
+ *     what survives it is live and becomes the new baseline.
+ *   - when external memory has not changed for 0.5 s, and again at 2 s:
+ *     a full collection (the buffers of the last burst, live when the
+ *     baseline was taken, are dead now).
+ *   - after that, every second until something changes (an idle mount
+ *     costs one getHeapStatistics() a second).
+ * The timer is unref'd and stops with the last mount.
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { log } from '../log';
 
-const DEFAULT_BUDGET_BYTES = 12 << 20;
-const INTERVAL_MS = 500;
-/** A quiet mount holding this much more than after its last collection is collected once more. */
-const QUIET_SLACK_BYTES = 1 << 20;
+/** Growth of external memory that triggers a collection; bounds the dead bytes a burst can pile up. */
+const DEFAULT_BUDGET_BYTES = 8 << 20;
+const BUSY_INTERVAL_MS = 50;
+const IDLE_INTERVAL_MS = 1000;
+/** Full collections of a quiet spell: this long after external memory last changed. */
+const QUIET_LOOKS_MS = [500, 2000];
 
-let collect: (() => void) | null | undefined;
+type Collect = (options?: { type: 'minor' | 'major' }) => void;
+let collect: Collect | null | undefined;
 
-/** A function that runs a full garbage collection, or null when V8 will not give one. */
-function collector(): (() => void) | null {
+/** A function that runs a garbage collection, or null when V8 will not give one. */
+function collector(): Collect | null {
   if (collect !== undefined) return collect;
-  const existing = (globalThis as { gc?: () => void }).gc;
+  const existing = (globalThis as { gc?: Collect }).gc;
   if (typeof existing === 'function') {
     collect = existing;
     return collect;
@@ -38,7 +52,7 @@ function collector(): (() => void) | null {
   try {
     // --expose-gc only installs `gc` on contexts created after it is set.
     v8.setFlagsFromString('--expose-gc');
-    collect = vm.runInNewContext('gc') as () => void;
+    collect = vm.runInNewContext('gc') as Collect;
   } catch (e) {
     log.debug({ err: e }, 'no gc() available; dead buffers wait for V8');
     collect = null;
@@ -47,61 +61,101 @@ function collector(): (() => void) | null {
 }
 
 export interface MemoryGovernorStats {
-  /** Collections asked for. */
+  /** Minor collections (scavenges) asked for. */
+  minorCollections: number;
+  /** Full collections asked for. */
   collections: number;
-  /** External bytes freed by them, in all. */
+  /** External bytes freed by them, in all (as seen on the next tick). */
   freedBytes: number;
+}
+
+function externalBytes(): number {
+  return v8.getHeapStatistics().external_memory;
 }
 
 class MemoryGovernor {
   private users = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** External bytes that survived the last full collection (or the least seen since). */
   private baseline = 0;
-  /** External bytes when the last collection ran, until the next check; -1 otherwise. */
-  private collectedAt = -1;
-  /** External bytes at the last check, and whether the quiet spell since then has had its collection. */
+  /** The collection of the last tick, whose effect this tick reads; null when none. */
+  private settling: { kind: 'minor' | 'major'; before: number } | null = null;
+  /** External bytes at the last tick, and when they last changed other than by our own collections. */
   private lastSeen = -1;
-  private quietCollected = false;
-  readonly stats: MemoryGovernorStats = { collections: 0, freedBytes: 0 };
+  private lastChangeAt = 0;
+  /** Full collections run in the current quiet spell (at most QUIET_LOOKS_MS.length). */
+  private quietLooks = 0;
+  readonly stats: MemoryGovernorStats = { minorCollections: 0, collections: 0, freedBytes: 0 };
 
   constructor(private readonly budgetBytes: number) {}
 
   acquire(): void {
     if (this.users++ > 0) return;
     if (!collector()) return;
-    this.baseline = v8.getHeapStatistics().external_memory;
-    this.timer = setInterval(() => this.check(), INTERVAL_MS);
-    this.timer.unref();
+    this.baseline = externalBytes();
+    this.lastSeen = this.baseline;
+    this.lastChangeAt = Date.now();
+    this.quietLooks = 0;
+    this.schedule(BUSY_INTERVAL_MS);
   }
 
   release(): void {
     if (this.users === 0 || --this.users > 0) return;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.settling = null;
+  }
+
+  private schedule(ms: number): void {
+    this.timer = setTimeout(() => this.check(), ms);
+    this.timer.unref();
+  }
+
+  private run(kind: 'minor' | 'major', external: number): void {
+    collector()!({ type: kind });
+    if (kind === 'minor') this.stats.minorCollections++;
+    else this.stats.collections++;
+    this.settling = { kind, before: external };
   }
 
   private check(): void {
-    const external = v8.getHeapStatistics().external_memory;
-    if (this.collectedAt >= 0) {
-      // The finalizers of what the last collection found dead have run by
-      // now; what is left is live (the store's in-memory tier, reads in
-      // flight) and becomes the new baseline.
-      this.stats.freedBytes += Math.max(0, this.collectedAt - external);
-      this.baseline = external;
-      this.collectedAt = -1;
-      return;
+    this.timer = null;
+    if (this.users === 0) return;
+    const now = Date.now();
+    let external = externalBytes();
+    const settled = this.settling;
+    this.settling = null;
+    if (settled) {
+      // Backing stores are freed by V8's sweeper and by finalizers queued
+      // with setImmediate; a tick later both have run, but V8 subtracts
+      // what they freed from its external memory count only when the next
+      // collection starts. A scavenge (~1 ms) brings the count up to date.
+      collector()!({ type: 'minor' });
+      external = externalBytes();
+      this.stats.freedBytes += Math.max(0, settled.before - external);
+      this.lastSeen = external; // our own doing: not a sign of activity
+      if (settled.kind === 'major') this.baseline = external;
+      else if (external - this.baseline >= this.budgetBytes) this.run('major', external); // promoted or live: look at everything
+    } else {
+      if (external !== this.lastSeen) {
+        this.lastSeen = external;
+        this.lastChangeAt = now;
+        this.quietLooks = 0;
+      }
+      if (external - this.baseline >= this.budgetBytes) {
+        this.run('minor', external);
+      } else if (this.quietLooks < QUIET_LOOKS_MS.length && now - this.lastChangeAt >= QUIET_LOOKS_MS[this.quietLooks]) {
+        // Quiet: the buffers of the last burst are dead now. A buffer that
+        // dies after a collection changes no count V8 keeps (only
+        // allocations and collections do), so the spell gets a second,
+        // later look for what the tail of the burst let go of.
+        this.quietLooks++;
+        this.run('major', external);
+      }
     }
-    // Collect when external memory grew by the budget, or once when the
-    // mount goes quiet (nothing changed for a tick): the buffers of the last
-    // burst were live when the baseline was taken, and are dead now.
-    const quiet = external === this.lastSeen && !this.quietCollected;
-    this.quietCollected = this.quietCollected && external === this.lastSeen;
-    this.lastSeen = external;
-    if (external - this.baseline < this.budgetBytes && !(quiet && external > this.baseline + QUIET_SLACK_BYTES)) return;
-    if (quiet) this.quietCollected = true;
-    collector()!();
-    this.stats.collections++;
-    this.collectedAt = external;
+    this.baseline = Math.min(this.baseline, external);
+    const busy = this.settling !== null || this.quietLooks < QUIET_LOOKS_MS.length;
+    this.schedule(busy ? BUSY_INTERVAL_MS : IDLE_INTERVAL_MS);
   }
 }
 

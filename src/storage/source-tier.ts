@@ -157,8 +157,15 @@ export class SourceTier {
     return data;
   }
 
-  /** Drops the in-memory intervals of a layer (it is on disk now). */
+  /**
+   * Drops what this tier holds for a layer that is on disk now: its
+   * in-memory intervals, and its checkpoint table and reader (the checkpoints
+   * with their 32 KiB windows: a few MiB for a layer of a few hundred MB,
+   * which a long-lived mount would otherwise keep for nothing). A later
+   * read of the layer (the disk copy evicted) loads them again.
+   */
   forgetLayer(index: number): void {
     this.intervals.deleteWhere((k) => k.startsWith(`${index}:`));
+    this.state.delete(index);
   }
 }
