@@ -399,6 +399,8 @@ export interface FaultProxy {
   requests: ProxyRequest[];
   /** Decides each request's fate (default: forward). */
   setHandler(handler: (req: ProxyRequest) => ProxyAction): void;
+  /** Response body bytes sent back to clients so far. */
+  bodyBytes(): number;
   stop(): Promise<void>;
 }
 
@@ -412,6 +414,7 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
   const upstream = new URL(target);
   const requests: ProxyRequest[] = [];
   let handler: (req: ProxyRequest) => ProxyAction = () => ({ kind: 'forward' });
+  let bodyBytes = 0;
   const agent = new http.Agent({ keepAlive: true });
   const server = http.createServer((req, res) => {
     const info: ProxyRequest = { method: req.method ?? 'GET', path: req.url ?? '/', headers: { ...req.headers } };
@@ -438,6 +441,7 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
           if (action.kind === 'truncate') {
             const keep = Math.max(0, Math.min(chunk.length, action.after - offset));
             if (keep > 0) res.write(chunk.subarray(0, keep));
+            bodyBytes += keep;
             offset += chunk.length;
             if (offset >= action.after && !upRes.destroyed) {
               upRes.destroy();
@@ -449,6 +453,7 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
           if (action.kind === 'stall') {
             const keep = Math.max(0, Math.min(chunk.length, action.after - offset));
             if (keep > 0) res.write(chunk.subarray(0, keep));
+            bodyBytes += keep;
             offset += chunk.length;
             if (offset >= action.after && !upRes.destroyed) upRes.destroy(); // and never end res
             return;
@@ -458,6 +463,7 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
             chunk[action.at - offset] ^= 0xff;
           }
           offset += chunk.length;
+          bodyBytes += chunk.length;
           res.write(chunk);
         });
         upRes.on('end', () => {
@@ -478,6 +484,7 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
     host: `127.0.0.1:${port}`,
     port,
     requests,
+    bodyBytes: () => bodyBytes,
     setHandler(h) {
       handler = h;
     },

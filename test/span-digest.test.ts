@@ -1,12 +1,15 @@
 /**
- * Span digests end to end: a span read straight from the source (an HTTP
- * Range body from a real registry, or a pread on an OCI layout's blob) is
- * proven against the checkpoint index's SHA-256 of that span before any of
- * it is inflated. One flipped byte anywhere in the span (its partial
- * leading byte, its middle, its last byte) fails the read with EDIGEST
- * naming the layer and the offset, and no bytes come back; the same read
- * without the flip returns what `gzip -dc` says. A version-1 index (no span
- * digests) is refused with EUNSUPPORTED, never read unverified.
+ * Proofs end to end: bytes read straight from the source (an HTTP Range
+ * body from a real registry, or a pread on an OCI layout's blob) are proven
+ * against the checkpoint index's SHA-256s of the span's proofs before any
+ * of them is inflated. A small read near a checkpoint fetches only the
+ * proofs up to the one whose output covers it, not the whole span. One
+ * flipped byte anywhere in what it fetches (the partial leading byte, its
+ * middle, its last byte) fails the read with EDIGEST naming the layer and
+ * the offset, and no bytes come back; a flip in a proof the read does not
+ * need leaves it alone; the same read without the flip returns what
+ * `gzip -dc` says. Version-1 and version-2 indexes (no digests, one per
+ * span) are refused with EUNSUPPORTED, never read unverified.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -75,12 +78,37 @@ describe('span digests', () => {
     await clean.close();
     const iv = pickInterval(table);
     const want = oracle(layoutBlob(demoLayout(), layer.digest), iv.start + 100, 4096);
-    const spanLength = iv.until - iv.begin;
+    // The read fetches from the checkpoint to the first proof whose output
+    // covers it: a small part of the span.
+    const { until } = table.prefix(iv, iv.start + 100 + 4096);
+    const fetched = until - iv.begin;
+    assert.ok(fetched > 0 && fetched * 4 < iv.until - iv.begin, `fetches ${fetched} of the span's ${iv.until - iv.begin} bytes`);
     const flips: Array<[string, number]> = [
       ['the partial leading byte', 0],
-      ['the middle of the span', Math.floor(spanLength / 2)],
-      ['the span\'s last byte', spanLength - 1],
+      ['the middle of the fetched proofs', Math.floor(fetched / 2)],
+      ['the last fetched byte', fetched - 1],
     ];
+    // A flip past the fetched proofs (in the span's last byte) is not read.
+    {
+      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
+      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-flip-after'), prefetch: 'none', source });
+      try {
+        // The span's last byte, wherever the Range body starts.
+        const spanLast = (range: string) => iv.until - 1 - Number(/^bytes=(\d+)-/.exec(range)![1]);
+        proxy.setHandler((req) => (req.headers.range ? { kind: 'corrupt', at: spanLast(String(req.headers.range)) } : { kind: 'forward' }));
+        const before = proxy.bodyBytes();
+        assert.ok((await store.read(0, iv.start + 100, 4096)).equals(want), 'a flip outside the fetched proofs');
+        assert.equal(proxy.bodyBytes() - before, fetched);
+        // A later read further into the interval fetches only what it adds
+        // (and now meets the flip).
+        await rejectsDigest(store.read(0, iv.end - 4096, 4096), layer.digest);
+        assert.equal(proxy.requests.at(-1)?.headers.range, `bytes=${until}-${iv.until - 1}`);
+      } finally {
+        proxy.setHandler(() => ({ kind: 'forward' }));
+        await store.close();
+        await source.close();
+      }
+    }
     for (const [what, at] of flips) {
       const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
       const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, `cache-flip-${at}`), prefetch: 'none', source });
@@ -91,10 +119,13 @@ describe('span digests', () => {
           ranges.push(String(req.headers.range));
           return { kind: 'corrupt', at };
         });
+        const before = proxy.bodyBytes();
         await rejectsDigest(store.read(0, iv.start + 100, 4096), layer.digest);
-        // The source tier asked for exactly the span: from the byte with the
-        // checkpoint's leading bits to the next checkpoint's offset.
-        assert.deepEqual([...new Set(ranges)], [`bytes=${iv.begin}-${iv.until - 1}`], what);
+        // The source tier asked for exactly the proofs: from the byte with
+        // the checkpoint's leading bits to the end of the proof that covers
+        // the read; that many body bytes came through the proxy per try.
+        assert.deepEqual([...new Set(ranges)], [`bytes=${iv.begin}-${until - 1}`], what);
+        assert.equal(proxy.bodyBytes() - before, fetched * ranges.length, what);
         proxy.setHandler(() => ({ kind: 'forward' }));
         assert.ok((await store.read(0, iv.start + 100, 4096)).equals(want), `${what}: the failure was not cached`);
       } finally {
@@ -121,7 +152,8 @@ describe('span digests', () => {
     const wantOther = oracle(blob, other.start, 4096);
     const fd = fs.openSync(blob, 'r+');
     try {
-      const at = Math.floor((iv.begin + iv.until) / 2);
+      // Inside the proofs a read at the interval's start needs.
+      const at = Math.floor((iv.begin + table.prefix(iv, iv.start + 4096).until) / 2);
       const byte = Buffer.alloc(1);
       fs.readSync(fd, byte, 0, 1, at);
       byte[0] ^= 0x01;
@@ -147,14 +179,16 @@ describe('span digests', () => {
     }
   });
 
-  test('a version-1 checkpoint index is refused (EUNSUPPORTED, re-index), by the engine and the source tier', async () => {
+  test('version-1 and version-2 checkpoint indexes are refused (EUNSUPPORTED, re-index), by the engine and the source tier', async () => {
     const probe = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-v1'), prefetch: 'none', insecure: true });
-    const v2 = probe.archive.checkpoints(0);
+    const v3 = probe.archive.checkpoints(0);
     await probe.close();
-    const v1 = Buffer.from(v2);
-    v1.writeUInt32LE(1, 8);
-    v1.writeUInt32LE(zlib.crc32(v1.subarray(0, v1.length - 4)), v1.length - 4);
-    assert.throws(() => new LayerReader(v1), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
-    assert.throws(() => new CheckpointTable(v1, 'a v1 layer'), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
+    for (const version of [1, 2]) {
+      const old = Buffer.from(v3);
+      old.writeUInt32LE(version, 8);
+      old.writeUInt32LE(zlib.crc32(old.subarray(0, old.length - 4)), old.length - 4);
+      assert.throws(() => new LayerReader(old), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
+      assert.throws(() => new CheckpointTable(old, `a v${version} layer`), (e: unknown) => e instanceof ClipError && e.code === 'EUNSUPPORTED' && /re-index/.test(e.message));
+    }
   });
 });

@@ -28,10 +28,11 @@ namespace clip::core {
 namespace {
 
 constexpr char kMagic[8] = {'C', 'L', 'I', 'P', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 2;
-constexpr size_t kHeaderSize = 52;      // bytes before the first checkpoint
-constexpr size_t kCheckpointSize = 60;  // fixed bytes of one checkpoint, span digest included
+constexpr uint32_t kVersion = 3;
+constexpr size_t kHeaderSize = 56;      // bytes before the first checkpoint
+constexpr size_t kCheckpointSize = 32;  // fixed bytes of one checkpoint
 constexpr size_t kDigestSize = 32;
+constexpr size_t kProofSize = 8 + kDigestSize;  // serialized bytes of one proof
 constexpr size_t kTrailerSize = 4;      // the CRC-32
 // A stored window never needs more than its length plus deflate's block
 // overhead (Add falls back to stored blocks if compression would expand it).
@@ -193,12 +194,15 @@ CompressedSpan CheckpointIndex::SpanFor(uint64_t offset, uint64_t len) const {
   if (len == 0 || checkpoints.empty()) return {0, len == 0 ? 0 : compressed_size, 0};
   CompressedSpan span;
   span.checkpoint = Find(offset);
-  const Checkpoint& start = checkpoints[span.checkpoint];
-  span.begin = start.compressed_offset - (start.bits > 0 ? 1 : 0);
+  span.begin = SpanBegin(span.checkpoint);
   const uint64_t end = offset + len;
-  auto next = std::lower_bound(checkpoints.begin() + static_cast<ptrdiff_t>(span.checkpoint) + 1, checkpoints.end(),
-                               end, [](const Checkpoint& c, uint64_t value) { return c.uncompressed_offset < value; });
-  span.end = next == checkpoints.end() ? compressed_size : std::min(next->compressed_offset, compressed_size);
+  const size_t last = Find(end - 1);
+  // The first proof of the last span whose output reaches `end`; a span
+  // without its proofs (an index being built) is needed whole.
+  const std::vector<Proof>& proofs = checkpoints[last].proofs;
+  auto reach = std::lower_bound(proofs.begin(), proofs.end(), end,
+                                [](const Proof& p, uint64_t value) { return p.output_end < value; });
+  span.end = reach == proofs.end() ? SpanEnd(last) : ProofEnd(last, static_cast<size_t>(reach - proofs.begin()));
   span.end = std::max(span.end, span.begin);
   return span;
 }
@@ -209,23 +213,59 @@ uint64_t CheckpointIndex::SpanBegin(size_t i) const {
 }
 
 uint64_t CheckpointIndex::SpanEnd(size_t i) const {
-  if (i + 1 >= checkpoints.size()) return compressed_size;
-  return std::min(checkpoints[i + 1].compressed_offset, compressed_size);
+  const uint64_t end = i + 1 >= checkpoints.size() ? compressed_size : std::min(checkpoints[i + 1].compressed_offset, compressed_size);
+  return std::max(end, SpanBegin(i));
 }
 
-void CheckpointIndex::ComputeSpanDigests(std::span<const uint8_t> blob) {
-  if (blob.size() != compressed_size) Fail(ErrorCode::kInvalidArgument, "blob size differs from the index's");
+size_t CheckpointIndex::ProofCount(size_t i) const {
+  const uint64_t length = SpanEnd(i) - SpanBegin(i);
+  return std::max<uint64_t>(1, (length + proof_size - 1) / proof_size);
+}
+
+uint64_t CheckpointIndex::ProofBegin(size_t i, size_t j) const { return SpanBegin(i) + uint64_t{proof_size} * j; }
+
+uint64_t CheckpointIndex::ProofEnd(size_t i, size_t j) const {
+  return std::min(SpanBegin(i) + uint64_t{proof_size} * (j + 1), SpanEnd(i));
+}
+
+uint64_t CheckpointIndex::OutputEnd(size_t i) const {
+  return i + 1 < checkpoints.size() ? checkpoints[i + 1].uncompressed_offset : uncompressed_size;
+}
+
+void CheckpointIndex::SetProofOutputs(const std::map<uint64_t, uint64_t>& measured) {
   for (size_t i = 0; i < checkpoints.size(); ++i) {
-    const uint64_t begin = SpanBegin(i), end = std::max(SpanEnd(i), begin);
-    Sha256::Digest(blob.data() + begin, static_cast<size_t>(end - begin), checkpoints[i].span_digest.data());
+    std::vector<Proof>& proofs = checkpoints[i].proofs;
+    proofs.resize(ProofCount(i));
+    uint64_t reached = checkpoints[i].uncompressed_offset;
+    const uint64_t output_end = OutputEnd(i);
+    for (size_t j = 0; j < proofs.size(); ++j) {
+      auto at = measured.find(ProofEnd(i, j));
+      if (at != measured.end()) reached = std::clamp(at->second, reached, output_end);
+      proofs[j].output_end = j + 1 == proofs.size() ? output_end : reached;
+    }
   }
 }
 
-void CheckpointIndex::CheckSpanDigest(size_t i, const uint8_t* digest) const {
-  if (std::memcmp(digest, checkpoints.at(i).span_digest.data(), kDigestSize) == 0) return;
-  const uint64_t begin = SpanBegin(i), end = std::max(SpanEnd(i), begin);
-  Fail(ErrorCode::kDigestMismatch, "compressed bytes " + std::to_string(begin) + "-" + std::to_string(end) +
-                                       " (the span of checkpoint " + std::to_string(i) + " at compressed offset " +
+void CheckpointIndex::ComputeProofs(std::span<const uint8_t> blob) {
+  if (blob.size() != compressed_size) Fail(ErrorCode::kInvalidArgument, "blob size differs from the index's");
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    if (checkpoints[i].proofs.size() != ProofCount(i)) SetProofOutputs({});
+  }
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    std::vector<Proof>& proofs = checkpoints[i].proofs;
+    const size_t count = proofs.size();
+    for (size_t j = 0; j < count; ++j) {
+      const uint64_t begin = ProofBegin(i, j);
+      Sha256::Digest(blob.data() + begin, static_cast<size_t>(ProofEnd(i, j) - begin), proofs[j].digest.data());
+    }
+  }
+}
+
+void CheckpointIndex::CheckProof(size_t i, size_t j, const uint8_t* digest) const {
+  if (std::memcmp(digest, checkpoints.at(i).proofs.at(j).digest.data(), kDigestSize) == 0) return;
+  Fail(ErrorCode::kDigestMismatch, "compressed bytes " + std::to_string(ProofBegin(i, j)) + "-" +
+                                       std::to_string(ProofEnd(i, j)) + " (proof " + std::to_string(j) +
+                                       " of the span of checkpoint " + std::to_string(i) + " at compressed offset " +
                                        std::to_string(checkpoints[i].compressed_offset) +
                                        ") do not match the index's SHA-256: the source sent wrong bytes");
 }
@@ -236,29 +276,41 @@ void CheckpointIndex::VerifySpans(size_t first, uint64_t begin, std::span<const 
   }
   const uint64_t end = begin + bytes.size();
   uint8_t digest[kDigestSize];
-  // Spans are contiguous (each starts at or one byte before the previous
-  // one's end), so checking them up to the one that ends at `end` proves
-  // every byte of the range.
+  // Proofs tile their span and spans are contiguous (each starts at or one
+  // byte before the previous one's end), so checking them up to the one
+  // that ends at `end` proves every byte of the range.
   for (size_t i = first; i < checkpoints.size(); ++i) {
-    const uint64_t span_begin = SpanBegin(i), span_end = std::max(SpanEnd(i), span_begin);
-    if (span_end > end) {
-      FailAt(ErrorCode::kTruncated, "compressed range ends inside the span of checkpoint " + std::to_string(i),
-             end);
+    if (checkpoints[i].proofs.size() != ProofCount(i)) {
+      Fail(ErrorCode::kInvalidArgument, "checkpoint " + std::to_string(i) + " has no proofs");
     }
-    Sha256::Digest(bytes.data() + (span_begin - begin), static_cast<size_t>(span_end - span_begin), digest);
-    CheckSpanDigest(i, digest);
-    if (span_end == end) return;
+    for (size_t j = 0; j < checkpoints[i].proofs.size(); ++j) {
+      const uint64_t proof_begin = ProofBegin(i, j), proof_end = ProofEnd(i, j);
+      if (proof_end > end) {
+        FailAt(ErrorCode::kTruncated, "compressed range ends inside proof " + std::to_string(j) +
+                                          " of the span of checkpoint " + std::to_string(i), end);
+      }
+      Sha256::Digest(bytes.data() + (proof_begin - begin), static_cast<size_t>(proof_end - proof_begin), digest);
+      CheckProof(i, j, digest);
+      if (proof_end == end) return;
+    }
   }
   FailAt(ErrorCode::kInvalidArgument, "compressed range passes the end of the blob", end);
 }
 
 size_t CheckpointIndex::SerializedSize() const {
   size_t size = kHeaderSize + kTrailerSize;
-  for (const Checkpoint& c : checkpoints) size += kCheckpointSize + c.stored_window.size();
+  for (const Checkpoint& c : checkpoints) size += kCheckpointSize + c.proofs.size() * kProofSize + c.stored_window.size();
   return size;
 }
 
 std::vector<uint8_t> CheckpointIndex::Serialize() const {
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    if (checkpoints[i].proofs.size() != ProofCount(i)) {
+      Fail(ErrorCode::kInvalidArgument, "checkpoint " + std::to_string(i) + " has " +
+                                            std::to_string(checkpoints[i].proofs.size()) + " proofs, not " +
+                                            std::to_string(ProofCount(i)));
+    }
+  }
   std::vector<uint8_t> out(SerializedSize());
   uint8_t* at = out.data();
   std::memcpy(at, kMagic, sizeof(kMagic));
@@ -271,6 +323,7 @@ std::vector<uint8_t> CheckpointIndex::Serialize() const {
   Put(at, uncompressed_size, 8);
   Put(at, spacing, 8);
   Put(at, checkpoints.size(), 4);
+  Put(at, format == LayerFormat::kTar ? 0 : proof_size, 4);
   for (const Checkpoint& c : checkpoints) {
     Put(at, c.uncompressed_offset, 8);
     Put(at, c.compressed_offset, 8);
@@ -279,8 +332,12 @@ std::vector<uint8_t> CheckpointIndex::Serialize() const {
     Put(at, 0, 2);  // reserved
     Put(at, c.window_length, 4);
     Put(at, c.stored_window.size(), 4);
-    std::memcpy(at, c.span_digest.data(), kDigestSize);
-    at += kDigestSize;
+    Put(at, c.proofs.size(), 4);
+    for (const Proof& proof : c.proofs) {
+      Put(at, proof.output_end, 8);
+      std::memcpy(at, proof.digest.data(), kDigestSize);
+      at += kDigestSize;
+    }
     if (!c.stored_window.empty()) std::memcpy(at, c.stored_window.data(), c.stored_window.size());
     at += c.stored_window.size();
   }
@@ -301,7 +358,8 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
   }
   if (version < kVersion) {
     Fail(ErrorCode::kUnsupported, "checkpoint index version " + std::to_string(version) +
-                                      " has no span digests, so reads from the source could not be proven: "
+                                      (version == 1 ? " has no digests" : " has one digest per span (too coarse)") +
+                                      ", so reads from the source could not be proven piece by piece: "
                                       "re-index the image with this build");
   }
   const size_t body = bytes.size() - kTrailerSize;
@@ -319,6 +377,7 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
   index.uncompressed_size = Get(p + 32, 8);
   index.spacing = Get(p + 40, 8);
   uint64_t count = Get(p + 48, 4);
+  index.proof_size = static_cast<uint32_t>(Get(p + 52, 4));
   size_t pos = kHeaderSize;
   // A lying count must not drive a huge allocation: each checkpoint takes at
   // least kCheckpointSize bytes of what is left.
@@ -326,8 +385,11 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
   if (index.format == LayerFormat::kTar) {
     if (count != 0) Corrupt("tar layer with checkpoints");
     if (index.compressed_size != index.uncompressed_size) Corrupt("tar layer sizes differ");
+    if (index.proof_size != 0) Corrupt("tar layer with a proof size");
   } else if (count == 0) {
     Corrupt("gzip layer without checkpoints");
+  } else if (index.proof_size < kMinProofSize || index.proof_size > kMaxProofSize) {
+    Corrupt("proof size " + std::to_string(index.proof_size) + " out of range");
   }
   index.checkpoints.reserve(count);
   for (uint64_t i = 0; i < count; ++i) {
@@ -341,9 +403,16 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
     uint16_t reserved = static_cast<uint16_t>(Get(c + 18, 2));
     checkpoint.window_length = static_cast<uint32_t>(Get(c + 20, 4));
     uint32_t stored_length = static_cast<uint32_t>(Get(c + 24, 4));
-    std::memcpy(checkpoint.span_digest.data(), c + 28, kDigestSize);
+    uint64_t proof_count = Get(c + 28, 4);
     pos += kCheckpointSize;
     const std::string which = "checkpoint " + std::to_string(i) + ": ";
+    if (proof_count > (body - pos) / kProofSize) Corrupt(which + "proofs pass the end");
+    checkpoint.proofs.resize(proof_count);
+    for (Proof& proof : checkpoint.proofs) {
+      proof.output_end = Get(p + pos, 8);
+      std::memcpy(proof.digest.data(), p + pos + 8, kDigestSize);
+      pos += kProofSize;
+    }
     if (kind > static_cast<uint8_t>(CheckpointKind::kMemberStart)) Corrupt(which + "unknown kind");
     checkpoint.kind = static_cast<CheckpointKind>(kind);
     if (reserved != 0) Corrupt(which + "reserved bytes set");
@@ -375,6 +444,18 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
     index.checkpoints.push_back(std::move(checkpoint));
   }
   if (pos != body) Corrupt("trailing bytes after the last checkpoint");
+  // Proofs need the next checkpoint's offsets: checked once all are read.
+  for (size_t i = 0; i < index.checkpoints.size(); ++i) {
+    const std::vector<Proof>& proofs = index.checkpoints[i].proofs;
+    const std::string which = "checkpoint " + std::to_string(i) + ": ";
+    if (proofs.size() != index.ProofCount(i)) Corrupt(which + "wrong number of proofs");
+    uint64_t previous = index.checkpoints[i].uncompressed_offset;
+    for (const Proof& proof : proofs) {
+      if (proof.output_end < previous) Corrupt(which + "proof output ends decrease");
+      previous = proof.output_end;
+    }
+    if (previous != index.OutputEnd(i)) Corrupt(which + "last proof does not end at the next checkpoint");
+  }
   return index;
 }
 

@@ -212,6 +212,10 @@ class CheckpointingInflater::Impl {
 
   void RequestCheckpoint() { requested_ = true; }
   void OnSpanStart(SpanStartSink sink) { span_start_ = std::move(sink); }
+  void MeasureProofs(uint64_t proof_size, ProofSink sink) {
+    proof_size_ = proof_size;
+    proof_sink_ = std::move(sink);
+  }
   void HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire) {
     take_ = std::move(take);
     retire_ = std::move(retire);
@@ -303,8 +307,14 @@ class CheckpointingInflater::Impl {
     if (!have_checkpoint_ || out_pos_ > last_checkpoint_out_) {
       NoteCheckpoint(out_pos_);
       if (span_start_) span_start_(member_in_, 0);
+      SpanStarted(member_in_);
       EmitWhole(out_pos_, member_in_, 0, CheckpointKind::kMemberStart, {});
     }
+  }
+
+  // A span begins at blob offset `begin`: its proofs end every proof_size_ bytes from there.
+  void SpanStarted(uint64_t begin) {
+    if (proof_size_ > 0) next_proof_ = begin + proof_size_;
   }
 
   bool CheckpointDue() const { return requested_ || (spacing_ > 0 && out_pos_ >= next_due_out_); }
@@ -323,6 +333,13 @@ class CheckpointingInflater::Impl {
       }
       size_t room = std::min(buffer_.size() - write_, kCallOutput);
       size_t input = len - pos;
+      // Proofs: stop the input at the next proof end; once there, drain the
+      // output (calls with no input) and record how far it got.
+      if (next_proof_ > 0) {
+        while (next_proof_ < in_pos_) next_proof_ += proof_size_;  // passed outside deflate data: unmeasured
+        input = static_cast<size_t>(std::min<uint64_t>(input, next_proof_ - in_pos_));
+      }
+      const bool at_proof = next_proof_ > 0 && in_pos_ == next_proof_;
       if (!seeking && spacing_ > 0 && next_due_out_ > out_pos_) {
         // Stop normal-mode output where a spacing checkpoint becomes due, so
         // the search for a boundary starts there. Limiting the output is not
@@ -352,6 +369,11 @@ class CheckpointingInflater::Impl {
         break;
       }
       FinishReadyCheckpoints(false);
+      if (at_proof && step.produced == 0 && !step.at_boundary && next_proof_ == in_pos_) {
+        proof_sink_(next_proof_, out_pos_);
+        next_proof_ += proof_size_;
+        continue;
+      }
       if (step.consumed == 0 && step.produced == 0 && !step.at_boundary) {
         if (pos == len) break;  // needs more input
         // The stream neither used input nor produced output: with room to
@@ -420,6 +442,7 @@ class CheckpointingInflater::Impl {
     checkpoint.compressed_offset = (bit_position + 7) / 8;
     checkpoint.bits = static_cast<uint8_t>(checkpoint.compressed_offset * 8 - bit_position);
     if (span_start_) span_start_(checkpoint.compressed_offset, checkpoint.bits);
+    SpanStarted(checkpoint.compressed_offset - (checkpoint.bits > 0 ? 1 : 0));
     // The window: output of this member before the boundary (older bytes
     // cannot be referenced), at most 32 KiB; always inside the buffer.
     size_t window = static_cast<size_t>(std::min<uint64_t>(kHistory, out_pos_ - member_out_));
@@ -556,6 +579,9 @@ class CheckpointingInflater::Impl {
   CheckpointSink checkpoint_;
   DeferredCheckpointSink deferred_;  // set: checkpoints go here, their analysis not yet run
   SpanStartSink span_start_;
+  uint64_t proof_size_ = 0;  // 0: proofs are not measured
+  ProofSink proof_sink_;
+  uint64_t next_proof_ = 0;  // blob offset of the next proof end to measure; 0 = none (no span yet)
   OutputBufferSource take_;    // set with retire_: output buffers are handed off, not reused
   RetiredOutputSink retire_;
   size_t handed_from_ = kHistory;  // buffer_[handed_from_, write_): output not yet handed off
@@ -612,6 +638,9 @@ void CheckpointingInflater::Feed(const uint8_t* data, size_t len) { impl_->Feed(
 void CheckpointingInflater::Finish() { impl_->Finish(); }
 void CheckpointingInflater::RequestCheckpoint() { impl_->RequestCheckpoint(); }
 void CheckpointingInflater::OnSpanStart(SpanStartSink sink) { impl_->OnSpanStart(std::move(sink)); }
+void CheckpointingInflater::MeasureProofs(uint64_t proof_size, ProofSink sink) {
+  impl_->MeasureProofs(proof_size, std::move(sink));
+}
 void CheckpointingInflater::HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire) {
   impl_->HandOffOutputBuffers(std::move(take), std::move(retire));
 }

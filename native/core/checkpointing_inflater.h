@@ -113,6 +113,14 @@ class CheckpointingInflater {
   // begins and the previous one ends (see CheckpointIndex's span digests).
   using SpanStartSink = std::function<void(uint64_t compressed_offset, uint8_t bits)>;
   void OnSpanStart(SpanStartSink sink);
+  // Measures proofs (see CheckpointIndex): for each blob offset
+  // `span begin + k * proof_size` inside a span, the input is stopped there
+  // and the output drained, and `sink(offset, output)` hears how much output
+  // those bytes give: the proof's output_end. In offset order; offsets
+  // inside gzip headers or trailers, or passed before a span was known, are
+  // skipped. Call before the first Feed.
+  using ProofSink = std::function<void(uint64_t compressed_offset, uint64_t output_end)>;
+  void MeasureProofs(uint64_t proof_size, ProofSink sink);
   // A blob offset no later span starts before: every checkpoint whose span
   // begins earlier has been reported to OnSpanStart's sink. Grows as input
   // is fed; a caller hashing spans may hash blob bytes below it.

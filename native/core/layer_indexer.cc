@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -28,20 +29,25 @@
 namespace clip::core {
 namespace {
 
-// The span digests of a gzip blob (see checkpoint_index.h), hashed as the
+// The proof digests of a gzip blob (see checkpoint_index.h), hashed as the
 // blob streams by. Checkpoints report where their spans start (Start) at
 // least before any blob byte at or past `settled` is handed over (Add), so
 // bytes below `settled` can be hashed into every span they belong to at
-// once; the few bytes above it wait in `held_` until the next chunk.
+// once; the few bytes above it wait in `held_` until the next chunk. Each
+// span is cut into proofs of proof_size bytes from its start.
 class SpanHasher {
  public:
+  using Digest = std::array<uint8_t, Sha256::kSize>;
+
+  explicit SpanHasher(uint64_t proof_size) : proof_size_(proof_size) {}
+
   void Start(uint64_t compressed_offset, uint8_t bits) {
     const uint64_t begin = compressed_offset - (bits > 0 ? 1 : 0);
     if (begin < hashed_to_ || compressed_offset < (open_.empty() ? 0 : open_.back().begin)) {
       Fail(ErrorCode::kInvalidArgument, "span digests: a checkpoint was reported after its bytes were hashed");
     }
     if (!open_.empty()) open_.back().end = compressed_offset;
-    open_.push_back({std::make_unique<Sha256>(), begin, kOpenEnd});
+    open_.push_back({std::make_unique<Sha256>(), begin, kOpenEnd, begin, {}});
     Close();
   }
 
@@ -64,8 +70,8 @@ class SpanHasher {
     held_.insert(held_.end(), data + n, data + len);
   }
 
-  // The blob has ended: hashes what is held and returns one digest per span.
-  std::vector<std::array<uint8_t, Sha256::kSize>> Finish() {
+  // The blob has ended: hashes what is held and returns each span's proof digests.
+  std::vector<std::vector<Digest>> Finish() {
     Hash(held_.data(), held_.size());
     held_.clear();
     if (!open_.empty()) open_.back().end = received_;
@@ -76,37 +82,55 @@ class SpanHasher {
  private:
   static constexpr uint64_t kOpenEnd = ~uint64_t{0};
   struct Span {
-    std::unique_ptr<Sha256> sha;
+    std::unique_ptr<Sha256> sha;  // the current proof's
     uint64_t begin;
-    uint64_t end;  // kOpenEnd until the next span starts
+    uint64_t end;          // kOpenEnd until the next span starts
+    uint64_t proof_begin;  // blob offset of the current proof's first byte
+    std::vector<Digest> proofs;
   };
 
-  // Hashes blob bytes [hashed_to_, hashed_to_ + n) into the spans they fall in.
+  // Hashes blob bytes [hashed_to_, hashed_to_ + n) into the spans' proofs they fall in.
   void Hash(const uint8_t* data, size_t n) {
     const uint64_t from = hashed_to_, to = hashed_to_ + n;
     for (Span& span : open_) {
-      const uint64_t b = std::max(from, span.begin), e = std::min(to, span.end);
-      if (b < e) span.sha->Update(data + (b - from), static_cast<size_t>(e - b));
+      uint64_t b = std::max(from, span.begin);
+      const uint64_t e = std::min(to, span.end);
+      while (b < e) {
+        const uint64_t proof_end = span.proof_begin + proof_size_;
+        const uint64_t piece = std::min(e, proof_end);
+        span.sha->Update(data + (b - from), static_cast<size_t>(piece - b));
+        b = piece;
+        if (b == proof_end && b < span.end) EndProof(span);
+      }
     }
     hashed_to_ = to;
     Close();
   }
 
-  // Finishes the spans whose every byte has been hashed, in order.
+  void EndProof(Span& span) {
+    span.sha->Finish(span.proofs.emplace_back().data());
+    span.sha = std::make_unique<Sha256>();
+    span.proof_begin += proof_size_;
+  }
+
+  // Finishes the spans whose every byte has been hashed, in order. A span
+  // ending right at a proof boundary has no bytes in its current proof;
+  // an empty span still has one (empty) proof.
   void Close() {
     while (!open_.empty() && open_.front().end != kOpenEnd && open_.front().end <= hashed_to_) {
-      std::array<uint8_t, Sha256::kSize> digest;
-      open_.front().sha->Finish(digest.data());
-      digests_.push_back(digest);
+      Span& span = open_.front();
+      if (span.end > span.proof_begin || span.proofs.empty()) EndProof(span);
+      digests_.push_back(std::move(span.proofs));
       open_.pop_front();
     }
   }
 
+  const uint64_t proof_size_;
   std::deque<Span> open_;  // spans not yet finished, in order; only the last one has no end yet
   std::vector<uint8_t> held_;  // blob bytes [hashed_to_, received_) not yet below `settled`
   uint64_t hashed_to_ = 0;
   uint64_t received_ = 0;
-  std::vector<std::array<uint8_t, Sha256::kSize>> digests_;
+  std::vector<std::vector<Digest>> digests_;
 };
 
 // Work for the side thread, in stream order.
@@ -133,8 +157,8 @@ struct SideTask {
 // indexer's memory when the side thread is slower than inflation.
 class SideWorker {
  public:
-  SideWorker(size_t limit, CheckpointIndex& index, InflateEngine engine)
-      : limit_(limit), index_(index), sparsifier_(engine), thread_([this] { Run(); }) {}
+  SideWorker(size_t limit, CheckpointIndex& index, InflateEngine engine, uint64_t proof_size)
+      : limit_(limit), index_(index), sparsifier_(engine), spans_(proof_size), thread_([this] { Run(); }) {}
   ~SideWorker() {
     if (thread_.joinable()) {
       Push({});  // kStop
@@ -184,7 +208,9 @@ class SideWorker {
 
   // Drains the queue, stops the thread, rethrows what it threw; then gives
   // the span digests to the index's checkpoints (gzip).
-  void Finish(std::string& digest, std::string& diff_id) {
+  // `proof_outputs` maps a measured proof end (blob offset) to its output
+  // (CheckpointingInflater::MeasureProofs); the index's sizes must be set.
+  void Finish(std::string& digest, std::string& diff_id, const std::map<uint64_t, uint64_t>& proof_outputs) {
     Push({});
     thread_.join();
     if (error_) std::rethrow_exception(error_);
@@ -196,7 +222,15 @@ class SideWorker {
       Fail(ErrorCode::kInvalidArgument, "span digests: " + std::to_string(span_digests.size()) + " spans for " +
                                             std::to_string(index_.checkpoints.size()) + " checkpoints (a bug)");
     }
-    for (size_t i = 0; i < span_digests.size(); ++i) index_.checkpoints[i].span_digest = span_digests[i];
+    index_.SetProofOutputs(proof_outputs);
+    for (size_t i = 0; i < span_digests.size(); ++i) {
+      std::vector<Proof>& proofs = index_.checkpoints[i].proofs;
+      if (span_digests[i].size() != proofs.size()) {
+        Fail(ErrorCode::kInvalidArgument, "span digests: " + std::to_string(span_digests[i].size()) +
+                                              " proofs for span " + std::to_string(i) + " (a bug)");
+      }
+      for (size_t j = 0; j < proofs.size(); ++j) proofs[j].digest = span_digests[i][j];
+    }
   }
 
  private:
@@ -313,14 +347,25 @@ bool LooksLikeTarHeader(const uint8_t* block) {
   return digits && stored == sum;
 }
 
+uint64_t CheckedProofSize(uint32_t proof_size) {
+  if (proof_size < CheckpointIndex::kMinProofSize || proof_size > CheckpointIndex::kMaxProofSize) {
+    Fail(ErrorCode::kInvalidArgument, "proof size " + std::to_string(proof_size) + " is out of range (" +
+                                          std::to_string(CheckpointIndex::kMinProofSize) + " to " +
+                                          std::to_string(CheckpointIndex::kMaxProofSize) + ")");
+  }
+  return proof_size;
+}
+
 }  // namespace
 
 class LayerIndexer::Impl {
  public:
   explicit Impl(LayerIndexOptions options)
       : options_(std::move(options)),
-        side_(kSideQueueBytes, result_.checkpoints, options_.engine),
-        parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }) {}
+        side_(kSideQueueBytes, result_.checkpoints, options_.engine, CheckedProofSize(options_.proof_size)),
+        parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }) {
+    result_.checkpoints.proof_size = options_.proof_size;
+  }
 
   void Feed(const uint8_t* data, size_t len) {
     Guard([&] {
@@ -368,7 +413,10 @@ class LayerIndexer::Impl {
       }
       if (inflater_) inflater_->Finish();
       parser_.Finish();
-      side_.Finish(result_.digest, result_.diff_id);
+      result_.checkpoints.format = result_.format;
+      result_.checkpoints.compressed_size = fed_;
+      result_.checkpoints.uncompressed_size = produced_;
+      side_.Finish(result_.digest, result_.diff_id, proof_outputs_);
       if (!options_.expected_digest.empty() && options_.expected_digest != result_.digest)
         Fail(ErrorCode::kDigestMismatch,
              "blob digest is " + result_.digest + ", expected " + options_.expected_digest);
@@ -430,6 +478,9 @@ class LayerIndexer::Impl {
                                         task.to = end;
                                         side_.Push(std::move(task));
                                       });
+      inflater_->MeasureProofs(options_.proof_size, [this](uint64_t compressed_offset, uint64_t output_end) {
+        proof_outputs_.emplace_hint(proof_outputs_.end(), compressed_offset, output_end);
+      });
       inflater_->OnSpanStart([this](uint64_t compressed_offset, uint8_t bits) {
         SideTask task;
         task.kind = SideTask::Kind::kSpanStart;
@@ -493,6 +544,7 @@ class LayerIndexer::Impl {
   bool decided_ = false;
   uint64_t fed_ = 0;       // blob bytes
   uint64_t produced_ = 0;  // tar stream bytes
+  std::map<uint64_t, uint64_t> proof_outputs_;  // measured proof end (blob offset) -> output_end
   std::exception_ptr error_;
 };
 

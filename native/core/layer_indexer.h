@@ -33,6 +33,7 @@ namespace clip::core {
 struct LayerIndexOptions {
   InflateEngine engine = InflateEngine::kIsal;
   uint64_t spacing = 2u << 20;                  // uncompressed bytes between checkpoints
+  uint32_t proof_size = CheckpointIndex::kDefaultProofSize;  // compressed bytes per proof (see CheckpointIndex)
   uint64_t large_file_threshold = 512u << 10;   // files above this get a checkpoint of their own
   std::string name = "layer";                   // how errors name the layer (a digest or a path)
   std::string expected_digest;                  // "sha256:…"; if set, a mismatch at Finish is EDIGEST

@@ -9,11 +9,13 @@
 // it cannot know its CRC-32. A read also stops as soon as it has its bytes;
 // it never reads ahead to check a trailer it does not need.
 //
-// Before inflating, a read fetches its whole compressed span (SpanFor) and
-// checks it against the index's span digests (CheckpointIndex::VerifySpans),
-// then inflates only from those verified bytes: a source that returns a
-// wrong byte anywhere in the span fails the read with EDIGEST instead of
-// producing output.
+// Before inflating, a read fetches its compressed span (SpanFor: from the
+// checkpoint up to the proof whose output reaches the range's end) and
+// checks every proof in it against the index (ProvenSource), then inflates
+// only from those verified bytes: a source that returns a wrong byte
+// anywhere in the span fails the read with EDIGEST instead of producing
+// output. If the engine needs more than the proofs promised, the next proof
+// is read and checked the same way.
 //
 // All mutable state (engine, buffers, the inflated window) lives in a
 // per-thread scratch area, so concurrent reads share nothing but the
@@ -22,7 +24,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,8 +37,8 @@ namespace {
 constexpr size_t kInputChunk = 64 * 1024;    // compressed bytes per source read
 constexpr size_t kInputHeadroom = 16;        // room to push back ISA-L's read-ahead bytes
 constexpr size_t kOutputChunk = 256 * 1024;  // uncompressed bytes per engine call
-// Spans up to this long are read whole, verified and inflated from memory;
-// longer ones (few checkpoints) are verified in chunks, then read again.
+// At most this many compressed bytes are read, checked and held at once
+// (always at least one proof); a longer span is taken a proof at a time.
 constexpr uint64_t kMaxBufferedSpan = 16u << 20;
 
 // Everything one read needs, reused across reads on the same thread.
@@ -56,19 +57,96 @@ struct ReadScratch {
   }
 };
 
-// Compressed input pulled from the source in chunks, with a few bytes of
-// headroom in front so bytes an engine read past a member's end can be
-// pushed back.
+// Blob bytes proven against the index's proofs: from span `first`'s start,
+// proof after proof. ReadAt serves only proven bytes, so the inflater never
+// sees a byte that was not checked; Extend() proves the next proof when the
+// inflater needs more. Reads go forward only (the inflater's input), so
+// only the proofs being read are held.
+class ProvenSource final : public CompressedSource {
+ public:
+  ProvenSource(const CheckpointIndex& index, const CompressedSource& source, std::vector<uint8_t>& buffer, size_t first)
+      : index_(index), source_(source), buffer_(buffer), span_(first) {
+    begin_ = end_ = index.SpanBegin(first);
+  }
+
+  // Proves the proofs from the next one up to blob offset `target` (a proof
+  // end, e.g. SpanFor's), or as many as kMaxBufferedSpan allows.
+  void ProveTo(uint64_t target) {
+    if (span_ >= index_.checkpoints.size()) return;
+    const uint64_t from = index_.ProofBegin(span_, proof_);
+    // Whole proofs only, at least one.
+    uint64_t until = index_.ProofEnd(span_, proof_);
+    for (size_t i = span_, j = proof_; until < target;) {
+      if (++j == index_.ProofCount(i)) {
+        if (++i == index_.checkpoints.size()) break;
+        j = 0;
+      }
+      const uint64_t next = index_.ProofEnd(i, j);
+      if (next - from > kMaxBufferedSpan || next > target) break;
+      until = next;
+    }
+    const size_t length = static_cast<size_t>(until - from);
+    data_ = source_.View(from, length);
+    if (!data_) {
+      buffer_.resize(length);
+      const size_t n = source_.ReadAt(from, buffer_.data(), length);
+      if (n < length) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", from + n);
+      data_ = buffer_.data();
+    }
+    begin_ = from;
+    uint8_t digest[Sha256::kSize];
+    while (span_ < index_.checkpoints.size() && index_.ProofEnd(span_, proof_) <= until) {
+      const uint64_t b = index_.ProofBegin(span_, proof_), e = index_.ProofEnd(span_, proof_);
+      Sha256::Digest(data_ + (b - begin_), static_cast<size_t>(e - b), digest);
+      index_.CheckProof(span_, proof_, digest);
+      end_ = e;
+      if (++proof_ == index_.ProofCount(span_)) {
+        proof_ = 0;
+        if (++span_ == index_.checkpoints.size()) break;
+      }
+    }
+  }
+
+  // Proves the next proof (with its neighbours up to the read's first
+  // target); false when the blob has no more.
+  bool Extend() {
+    if (span_ >= index_.checkpoints.size()) return false;
+    ProveTo(index_.ProofEnd(span_, proof_));
+    return true;
+  }
+
+  size_t ReadAt(uint64_t offset, uint8_t* out, size_t len) const override {
+    if (offset < begin_ || offset >= end_) return 0;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len, end_ - offset));
+    std::memcpy(out, data_ + (offset - begin_), n);
+    return n;
+  }
+
+ private:
+  const CheckpointIndex& index_;
+  const CompressedSource& source_;
+  std::vector<uint8_t>& buffer_;
+  size_t span_;        // the next proof to check: proof_ of span span_
+  size_t proof_ = 0;
+  const uint8_t* data_ = nullptr;  // blob bytes [begin_, end_), all proven
+  uint64_t begin_;
+  uint64_t end_;
+};
+
+// Compressed input pulled from the proven source in chunks, with a few
+// bytes of headroom in front so bytes an engine read past a member's end
+// can be pushed back.
 class InputCursor {
  public:
-  InputCursor(const CompressedSource& source, std::vector<uint8_t>& buffer, uint64_t offset)
+  InputCursor(ProvenSource& source, std::vector<uint8_t>& buffer, uint64_t offset)
       : source_(source), buffer_(buffer), next_read_(offset) {}
 
-  // Bytes available now; refills from the source when empty. 0 means the
-  // source has nothing more.
+  // Bytes available now; refills from the source when empty, proving more
+  // of the blob if needed. 0 means the blob has nothing more.
   size_t Available() {
     if (head_ == tail_) {
       size_t n = source_.ReadAt(next_read_, buffer_.data() + kInputHeadroom, kInputChunk);
+      while (n == 0 && source_.Extend()) n = source_.ReadAt(next_read_, buffer_.data() + kInputHeadroom, kInputChunk);
       head_ = kInputHeadroom;
       tail_ = kInputHeadroom + n;
       next_read_ += n;
@@ -94,7 +172,7 @@ class InputCursor {
   }
 
  private:
-  const CompressedSource& source_;
+  ProvenSource& source_;
   std::vector<uint8_t>& buffer_;
   uint64_t next_read_;  // blob offset of the byte after buffer_[tail_)
   size_t head_ = kInputHeadroom;
@@ -105,57 +183,18 @@ uint32_t LoadLe32(const uint8_t* p) {
   return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
 }
 
-// Verifies the spans from checkpoint `first` up to blob offset `end`
-// straight from the source, a chunk at a time: for spans too long to hold
-// (an index built with few checkpoints). The read then inflates from the
-// source again; sources are immutable blobs (a registry or layout blob
-// named by its digest), which is what makes the second read the same bytes.
-void VerifySpansFrom(const CheckpointIndex& index, size_t first, uint64_t end, const CompressedSource& source,
-                     ReadScratch& scratch) {
-  scratch.span.resize(kInputChunk * 16);
-  uint8_t digest[Sha256::kSize];
-  for (size_t i = first; i < index.checkpoints.size(); ++i) {
-    const uint64_t begin = index.SpanBegin(i), span_end = std::max(index.SpanEnd(i), begin);
-    Sha256 sha;
-    for (uint64_t at = begin; at < span_end;) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(scratch.span.size(), span_end - at));
-      const size_t n = source.ReadAt(at, scratch.span.data(), want);
-      if (n == 0) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", at);
-      sha.Update(scratch.span.data(), n);
-      at += n;
-    }
-    sha.Finish(digest);
-    index.CheckSpanDigest(i, digest);
-    if (span_end >= end) return;
-  }
-}
-
 // Reads bytes [offset, offset + len) of a gzip layer using `scratch`.
 void ReadGzip(const CheckpointIndex& index, const CompressedSource& source, InflateEngine engine,
               ReadScratch& scratch, uint64_t offset, uint8_t* out, size_t len) {
   if (index.checkpoints.empty()) Fail(ErrorCode::kCorrupt, "gzip index has no checkpoints");
-  // The whole span first, proven against the index's span digests: no byte
-  // is inflated (let alone returned) before every compressed byte it could
+  // The span first, proven against the index's proofs: no byte is
+  // inflated (let alone returned) before every compressed byte it could
   // depend on is known to be the indexed blob's.
   const CompressedSpan span = index.SpanFor(offset, len);
   const size_t ci = span.checkpoint;
   const Checkpoint& checkpoint = index.checkpoints[ci];
-  const uint64_t span_length = span.end - span.begin;
-  const uint8_t* span_bytes = source.View(span.begin, static_cast<size_t>(span_length));
-  if (!span_bytes && span_length <= kMaxBufferedSpan) {
-    scratch.span.resize(static_cast<size_t>(span_length));
-    const size_t n = source.ReadAt(span.begin, scratch.span.data(), scratch.span.size());
-    if (n < span_length) FailAt(ErrorCode::kTruncated, "compressed data ends before the range is complete", span.begin + n);
-    span_bytes = scratch.span.data();
-  }
-  std::optional<MemorySource> verified;
-  if (span_bytes) {
-    index.VerifySpans(ci, span.begin, {span_bytes, static_cast<size_t>(span_length)});
-    verified.emplace(span.begin, span_bytes, static_cast<size_t>(span_length));
-  } else {
-    VerifySpansFrom(index, ci, span.end, source, scratch);
-  }
-  const CompressedSource& proven = verified ? static_cast<const CompressedSource&>(*verified) : source;
+  ProvenSource proven(index, source, scratch.span, ci);
+  proven.ProveTo(span.end);
   DeflateStream& deflate = scratch.Engine(engine);
   InputCursor input(proven, scratch.input, checkpoint.compressed_offset);
 

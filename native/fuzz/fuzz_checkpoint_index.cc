@@ -4,7 +4,7 @@
 // A serialized index comes from disk or the network, so Deserialize must
 // turn any bytes into either a valid index or CoreError, and a RangeReader
 // driven by an accepted index must never crash, whatever lies the index
-// tells about offsets, bits, windows and span digests. Each input is tried twice: as
+// tells about offsets, bits, windows, proof sizes, output ends and digests. Each input is tried twice: as
 // given, and with its trailing CRC-32 recomputed, because random mutations
 // almost never keep the checksum right and would otherwise never reach the
 // structural checks. An accepted index must serialize back to the same
@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -131,16 +132,20 @@ std::vector<uint8_t> BlobIndex(InflateEngine engine, uint64_t spacing) {
   const std::vector<uint8_t>& blob = FuzzBlob();
   CheckpointIndex index;
   index.spacing = spacing;
+  index.proof_size = 1024;  // several proofs per span
+  std::map<uint64_t, uint64_t> measured;
   clip::core::CheckpointingInflater inflater(
       engine, spacing, [](const uint8_t*, size_t, uint64_t) {},
       [&](uint64_t u, uint64_t c, uint8_t bits, CheckpointKind kind, std::span<const uint8_t> window) {
         index.Add(u, c, bits, kind, window);
       });
+  inflater.MeasureProofs(index.proof_size, [&](uint64_t c, uint64_t u) { measured[c] = u; });
   inflater.Feed(blob.data(), blob.size());
   inflater.Finish();
   index.compressed_size = blob.size();
   index.uncompressed_size = inflater.uncompressed_produced();
-  index.ComputeSpanDigests(blob);
+  index.SetProofOutputs(measured);
+  index.ComputeProofs(blob);
   return index.Serialize();
 }
 
@@ -161,11 +166,14 @@ void WriteSeeds(const std::string& dir) {
   tar.format = clip::core::LayerFormat::kTar;
   tar.compressed_size = tar.uncompressed_size = 4096;
   WriteSeed(dir, "tar", tar.Serialize());
-  // Mangled: wrong bits (resealed), a wrong span digest (resealed: a
-  // valid index whose reads of that span fail EDIGEST), a lying count
-  // (resealed), version 1 (no span digests) and a newer version, a cut in
-  // the middle, a broken checksum. Checkpoints start at byte 52 and take 60
-  // bytes each before their stored window (the first, a member start, has none).
+  // Mangled: wrong bits (resealed), a wrong proof digest (resealed: a
+  // valid index whose reads of that proof fail EDIGEST), a wrong output
+  // end (resealed), a lying count (resealed), versions 1 and 2 (no and
+  // per-span digests) and a newer version, a cut in the middle, a broken
+  // checksum. Checkpoints start at byte 56 and take 32 bytes, then 40 per
+  // proof (output end, SHA-256), then their stored window (the first, a
+  // member start, has none).
+  const size_t second = 56 + 32 + 40 * CheckpointIndex::Deserialize(isal).checkpoints[0].proofs.size();
   // Writes `bytes` with the bytes at the given offsets XORed with the given
   // masks, its checksum recomputed.
   auto mangled = [&](const char* name, std::vector<uint8_t> bytes, std::initializer_list<std::pair<size_t, uint8_t>> flips) {
@@ -173,11 +181,13 @@ void WriteSeeds(const std::string& dir) {
     Reseal(bytes);
     WriteSeed(dir, name, bytes);
   };
-  mangled("mangled-bits", isal, {{52 + 60 + 16, 5}});   // the second checkpoint's bits
-  mangled("mangled-digest", isal, {{52 + 28 + 5, 0x10}});  // the first checkpoint's span digest
-  mangled("mangled-v1", isal, {{8, 0x03}});  // version 2 -> 1
+  mangled("mangled-bits", isal, {{second + 16, 5}});   // the second checkpoint's bits
+  mangled("mangled-digest", isal, {{56 + 32 + 8 + 5, 0x10}});  // the first proof's digest
+  mangled("mangled-output", isal, {{56 + 32 + 1, 0x02}});  // the first proof's output end
+  mangled("mangled-v1", isal, {{8, 0x02}});  // version 3 -> 1
+  mangled("mangled-v2", isal, {{8, 0x01}});  // version 3 -> 2
   mangled("mangled-count", zlib, {{48, 0xff}, {49, 0xff}});
-  mangled("mangled-version", zlib, {{8, 0x0b}});  // version 2 -> 9
+  mangled("mangled-version", zlib, {{8, 0x0a}});  // version 3 -> 9
   WriteSeed(dir, "mangled-cut", std::vector<uint8_t>(isal.begin(), isal.begin() + static_cast<ptrdiff_t>(isal.size() / 2)));
   std::vector<uint8_t> crc = isal;
   crc[crc.size() / 3] ^= 1;

@@ -40,6 +40,7 @@ using clip::core::ErrorCode;
 using clip::core::FileSource;
 using clip::core::InflateEngine;
 using clip::core::IndexLayerFile;
+using clip::core::Proof;
 using clip::core::LayerFormat;
 using clip::core::LayerIndex;
 using clip::core::LayerIndexer;
@@ -139,7 +140,7 @@ Indexed IndexBytes(const Bytes& gz, InflateEngine engine, uint64_t spacing, size
   result.index.compressed_size = gz.size();
   result.index.uncompressed_size = inflater.uncompressed_produced();
   CHECK_EQ(inflater.compressed_consumed(), gz.size());
-  result.index.ComputeSpanDigests(gz);
+  result.index.ComputeProofs(gz);
   return result;
 }
 
@@ -737,7 +738,7 @@ TEST(gzip_reader_errors) {
     // The same garbage with span digests that vouch for it (an index made
     // from the bad blob) gets past verification: the engine says ECORRUPT.
     CheckpointIndex vouching = index;
-    vouching.ComputeSpanDigests(bad);
+    vouching.ComputeProofs(bad);
     RangeReader vouched_reader(vouching, bad_source, engine);
     CHECK_THROWS_CODE(vouched_reader.Read(index.checkpoints[2].uncompressed_offset + 10, buffer.data(), 100),
                       ErrorCode::kCorrupt);
@@ -759,7 +760,7 @@ TEST(gzip_reader_errors) {
     RangeReader reader(two_index.index, two_source, engine);
     CHECK_THROWS_CODE(reader.Read(99000, buffer.data(), 2000), ErrorCode::kDigestMismatch);
   }
-  two_index.index.ComputeSpanDigests(two);  // digests that vouch for the bad trailer: the CRC catches it
+  two_index.index.ComputeProofs(two);  // digests that vouch for the bad trailer: the CRC catches it
   for (InflateEngine engine : kEngines) {
     RangeReader reader(two_index.index, two_source, engine);
     CHECK_THROWS_CODE(reader.Read(99000, buffer.data(), 2000), ErrorCode::kCorrupt);
@@ -801,11 +802,11 @@ TEST(gzip_span_digests_streamed) {
       CHECK_EQ(streamed.diff_id, diff_id);
       CHECK_EQ(streamed.digest, digest);
       CheckpointIndex recomputed = streamed.checkpoints;
-      recomputed.ComputeSpanDigests(gz);
+      recomputed.ComputeProofs(gz);
       CHECK(recomputed.checkpoints.size() > 8);
       bool member_start_after_first = false;
       for (size_t i = 0; i < recomputed.checkpoints.size(); ++i) {
-        CHECK(recomputed.checkpoints[i].span_digest == streamed.checkpoints.checkpoints[i].span_digest);
+        CHECK(recomputed.checkpoints[i].proofs == streamed.checkpoints.checkpoints[i].proofs);
         member_start_after_first |= i > 0 && recomputed.checkpoints[i].kind == CheckpointKind::kMemberStart;
       }
       CHECK(member_start_after_first);
@@ -904,10 +905,106 @@ TEST(gzip_span_digest_long_span_streamed) {
   CHECK(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0xaa; }));
 }
 
+// A source that counts the bytes read through it.
+class CountingSource final : public clip::core::CompressedSource {
+ public:
+  explicit CountingSource(const clip::core::CompressedSource& inner) : inner_(inner) {}
+  size_t ReadAt(uint64_t offset, uint8_t* out, size_t len) const override {
+    const size_t n = inner_.ReadAt(offset, out, len);
+    bytes += n;
+    return n;
+  }
+  mutable uint64_t bytes = 0;
+
+ private:
+  const clip::core::CompressedSource& inner_;
+};
+
+TEST(gzip_proofs_fetch_less) {
+  // With proofs measured by the indexer, a small read near a checkpoint
+  // reads (and checks) only the proofs up to the one whose output reaches
+  // its end, with either engine; the bytes are gzip -dc's; a flipped byte
+  // in a proof the read does not need leaves it alone, one it needs is
+  // EDIGEST.
+  Bytes gz = TwoMemberTarGz("proofs");
+  MustRun("gzip -dc < '" + Path("proofs.gz") + "' > '" + Path("proofs.tar") + "'");
+  const Bytes oracle = ReadFile(Path("proofs.tar"));
+  LayerIndexOptions options;
+  options.spacing = 1 << 20;
+  options.proof_size = 4096;
+  LayerIndexer indexer(options);
+  indexer.Feed(gz.data(), gz.size());
+  const CheckpointIndex index = CheckpointIndex::Deserialize(indexer.Finish().checkpoints.Serialize());
+  CHECK_EQ(index.proof_size, 4096u);
+  WriteFile(Path("proofs-copy.gz"), gz);
+  FileSource file(Path("proofs-copy.gz"));
+  size_t measured = 0, proofs = 0;
+  for (size_t i = 0; i < index.checkpoints.size(); ++i) {
+    const Checkpoint& c = index.checkpoints[i];
+    CHECK_EQ(c.proofs.size(), index.ProofCount(i));
+    for (size_t j = 0; j < c.proofs.size(); ++j) {
+      ++proofs;
+      if (c.proofs[j].output_end > (j == 0 ? c.uncompressed_offset : c.proofs[j - 1].output_end)) ++measured;
+      // What a proof promises holds with exactly its bytes, for both engines.
+      if (c.proofs[j].output_end == c.uncompressed_offset || j % 7 != 0) continue;
+      const uint64_t begin = index.SpanBegin(i), end = index.ProofEnd(i, j);
+      MemorySource exact(begin, gz.data() + begin, static_cast<size_t>(end - begin));
+      for (InflateEngine engine : kEngines) {
+        RangeReader reader(index, exact, engine);
+        const uint64_t from = c.proofs[j].output_end - std::min<uint64_t>(1000, c.proofs[j].output_end - c.uncompressed_offset);
+        ExpectRead(reader, oracle, from, static_cast<size_t>(c.proofs[j].output_end - from));
+      }
+    }
+  }
+  CHECK(measured * 10 > proofs * 9);  // nearly every proof adds output
+  // A block checkpoint with a long span, not the last one.
+  size_t k = 0;
+  for (size_t i = 1; i + 1 < index.checkpoints.size() && k == 0; ++i)
+    if (index.checkpoints[i].kind == CheckpointKind::kBlock && index.ProofCount(i) >= 20) k = i;
+  CHECK(k > 0);
+  const Checkpoint& c = index.checkpoints[k];
+  for (InflateEngine engine : kEngines) {
+    CountingSource counting(file);
+    RangeReader reader(index, counting, engine);
+    ExpectRead(reader, oracle, c.uncompressed_offset + 100, 4096);
+    CHECK(counting.bytes > 0);
+    CHECK(counting.bytes * 4 < index.SpanEnd(k) - index.SpanBegin(k));
+    CHECK(counting.bytes == index.SpanFor(c.uncompressed_offset + 100, 4096).end - index.SpanBegin(k));
+  }
+  // Flip a byte in the span's last proof.
+  Bytes bad = gz;
+  bad[index.ProofBegin(k, index.ProofCount(k) - 1)] ^= 0x10;
+  MemorySource memory(0, bad.data(), bad.size());
+  for (InflateEngine engine : kEngines) {
+    RangeReader reader(index, memory, engine);
+    ExpectRead(reader, oracle, c.uncompressed_offset + 100, 4096);
+    const uint64_t tail = index.OutputEnd(k) - 100;
+    Bytes out(100, 0xaa);
+    CHECK_THROWS_CODE(reader.Read(tail, out.data(), out.size()), ErrorCode::kDigestMismatch);
+    CHECK(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0xaa; }));
+  }
+  // An output_end that promises more than its bytes give (every proof of
+  // span k claims the whole span) costs more proofs, never wrong bytes.
+  CheckpointIndex lying = index;
+  for (Proof& p : lying.checkpoints[k].proofs) p.output_end = lying.OutputEnd(k);
+  for (InflateEngine engine : kEngines) {
+    CountingSource counting(file);
+    RangeReader reader(lying, counting, engine);
+    ExpectRead(reader, oracle, lying.OutputEnd(k) - 5000, 5000);
+    CHECK_EQ(counting.bytes, index.SpanEnd(k) - index.SpanBegin(k));
+    RangeReader bad_reader(lying, memory, engine);
+    Bytes out(5000, 0xaa);
+    CHECK_THROWS_CODE(bad_reader.Read(lying.OutputEnd(k) - 5000, out.data(), out.size()), ErrorCode::kDigestMismatch);
+  }
+}
+
 TEST(gzip_index_serialization) {
   Bytes data = SampleData(1 << 20, 18);
   Bytes gz = Compress("serial.gz", data, "gzip -6");
   Indexed result = IndexBytes(gz, InflateEngine::kIsal, 100000);
+  result.index.proof_size = 1024;  // several proofs per span
+  for (Checkpoint& c : result.index.checkpoints) c.proofs.clear();
+  result.index.ComputeProofs(gz);
   Bytes bytes = result.index.Serialize();
   CHECK_EQ(bytes.size(), result.index.SerializedSize());
   CheckpointIndex copy = CheckpointIndex::Deserialize(bytes);
@@ -943,22 +1040,25 @@ TEST(gzip_index_serialization) {
     return b;
   };
   Bytes newer = bytes;
-  newer[8] = 3;
+  newer[8] = 4;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(newer)), ErrorCode::kUnsupported);
-  // Version 1 had no span digests: refused, never read unverified.
-  Bytes v1 = bytes;
-  v1[8] = 1;
-  std::string v1_message;
-  try {
-    CheckpointIndex::Deserialize(reseal(v1));
-  } catch (const CoreError& e) {
-    CHECK(e.code() == ErrorCode::kUnsupported);
-    v1_message = e.what();
+  // Version 1 had no digests, version 2 one per span: refused, never read
+  // unverified or fetched in whole spans.
+  for (uint8_t old : {1, 2}) {
+    Bytes v = bytes;
+    v[8] = old;
+    std::string message;
+    try {
+      CheckpointIndex::Deserialize(reseal(v));
+    } catch (const CoreError& e) {
+      CHECK(e.code() == ErrorCode::kUnsupported);
+      message = e.what();
+    }
+    CHECK(message.find("re-index") != std::string::npos);
   }
-  CHECK(v1_message.find("re-index") != std::string::npos);
-  // Span digests survive the round trip.
+  // Proofs survive the round trip.
   for (size_t i = 0; i < copy.checkpoints.size(); ++i)
-    CHECK(copy.checkpoints[i].span_digest == result.index.checkpoints[i].span_digest);
+    CHECK(copy.checkpoints[i].proofs == result.index.checkpoints[i].proofs);
   Bytes lying = bytes;
   lying[48] = 0xff;
   lying[49] = 0xff;
@@ -966,13 +1066,13 @@ TEST(gzip_index_serialization) {
   lying[51] = 0x7f;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(lying)), ErrorCode::kCorrupt);
   Bytes bad_bits = bytes;
-  bad_bits[52 + 16] = 9;
+  bad_bits[56 + 16] = 9;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(bad_bits)), ErrorCode::kCorrupt);
   Bytes bad_kind = bytes;
-  bad_kind[52 + 17] = 7;
+  bad_kind[56 + 17] = 7;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(bad_kind)), ErrorCode::kCorrupt);
   Bytes not_first_at_zero = bytes;
-  not_first_at_zero[52] = 1;
+  not_first_at_zero[56] = 1;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(not_first_at_zero)), ErrorCode::kCorrupt);
   Bytes huge_size = bytes;
   huge_size[24] = 0;  // compressed_size shrinks below the checkpoints' offsets
@@ -982,6 +1082,24 @@ TEST(gzip_index_serialization) {
   Bytes format = bytes;
   format[16] = 5;
   CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(format)), ErrorCode::kCorrupt);
+  // Proofs: a proof size out of range, a missing proof, an output_end that
+  // goes back or does not end at the next checkpoint.
+  for (uint32_t size : {0u, 511u, (16u << 20) + 1}) {
+    Bytes bad_size = bytes;
+    for (int i = 0; i < 4; ++i) bad_size[52 + i] = static_cast<uint8_t>(size >> (8 * i));
+    CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(bad_size)), ErrorCode::kCorrupt);
+  }
+  Bytes fewer = bytes;
+  fewer[56 + 28] -= 1;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(fewer)), ErrorCode::kCorrupt);
+  CHECK(copy.checkpoints[0].proofs.size() >= 2);
+  Bytes backwards = bytes;  // checkpoint 0's first proof ends past its second
+  backwards[56 + 32 + 7] = 0x40;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(backwards)), ErrorCode::kCorrupt);
+  Bytes short_last = bytes;  // checkpoint 0's last proof ends before checkpoint 1
+  const size_t last_proof = 56 + 32 + (copy.checkpoints[0].proofs.size() - 1) * 40;
+  short_last[last_proof] ^= 1;
+  CHECK_THROWS_CODE(CheckpointIndex::Deserialize(reseal(short_last)), ErrorCode::kCorrupt);
 }
 
 TEST(gzip_concurrent_reads) {
@@ -1048,7 +1166,7 @@ TEST(gzip_over_4gib) {
   inflater.Finish();
   index.compressed_size = file.size();
   index.uncompressed_size = inflater.uncompressed_produced();
-  index.ComputeSpanDigests(ReadFile(path));
+  index.ComputeProofs(ReadFile(path));
   std::cout << "  4.4 GB of zeros indexed in " << Seconds(start) << " s, " << index.checkpoints.size()
             << " checkpoints" << std::endl;
   CHECK_EQ(index.uncompressed_size, 4400000000ull);
@@ -1084,10 +1202,10 @@ TEST(gzip_debian_layer) {
     options.engine = engine;
     LayerIndex streamed = IndexLayerFile(layer, options);
     CheckpointIndex recomputed = streamed.checkpoints;
-    recomputed.ComputeSpanDigests(blob);
+    recomputed.ComputeProofs(blob);
     CHECK(streamed.checkpoints.checkpoints.size() > 10);
     for (size_t i = 0; i < recomputed.checkpoints.size(); ++i)
-      CHECK(recomputed.checkpoints[i].span_digest == streamed.checkpoints.checkpoints[i].span_digest);
+      CHECK(recomputed.checkpoints[i].proofs == streamed.checkpoints.checkpoints[i].proofs);
     auto start = std::chrono::steady_clock::now();
     CheckpointIndex index;
     index.spacing = 2 << 20;
@@ -1111,7 +1229,7 @@ TEST(gzip_debian_layer) {
     double seconds = Seconds(start);
     index.compressed_size = file.size();
     index.uncompressed_size = inflater.uncompressed_produced();
-    index.ComputeSpanDigests(blob);
+    index.ComputeProofs(blob);
     CHECK_EQ(mismatches, 0u);
     CHECK_EQ(index.uncompressed_size, oracle.size());
     CHECK(index.checkpoints.size() >= oracle.size() / (4u << 20));

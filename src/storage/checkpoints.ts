@@ -4,17 +4,20 @@
  * between consecutive checkpoints, and the check that makes a span read
  * trustworthy enough to serve.
  *
- * The source tier fetches and inflates whole intervals: interval i holds the
+ * The source tier inflates intervals from their start: interval i holds the
  * uncompressed bytes from checkpoint i to checkpoint i+1 (or the end of the
  * stream) and needs blob bytes from checkpoint i (including the byte with
- * its leading bits) up to checkpoint i+1's compressed offset, exactly what
- * CheckpointIndex::SpanFor asks for: checkpoint i's span. A range request
- * cannot be checked against the blob's digest, but each span can be checked
- * against its own: the index (version 2) records the SHA-256 of every span,
- * and the engine (LayerReader.readFrom) verifies the fetched bytes against
- * it before inflating any of them. A wrong byte anywhere in the fetch is
- * EDIGEST; that is the proof. The checks below, on what the interval
- * inflated to, are kept as a second line behind it:
+ * its leading bits) up to checkpoint i+1's compressed offset: checkpoint i's
+ * span. A range request cannot be checked against the blob's digest, but
+ * pieces of a span can be checked against their own: the index (version 3)
+ * cuts each span into proofs of a few KiB, records the SHA-256 of each and
+ * how far inflation from the checkpoint gets with the span's bytes up to
+ * its end (its output end), and the engine (LayerReader.readFrom) verifies
+ * the fetched proofs before inflating any of them. So the beginning of an
+ * interval can be fetched, proven and inflated alone: the tier fetches up to
+ * the first proof whose output end covers the read. A wrong byte anywhere
+ * in the fetch is EDIGEST; that is the proof. The checks below, on what a
+ * whole interval inflated to, are kept as a second line behind it:
  *
  *   - it must inflate at all, and to exactly the interval's length
  *     (the engine throws ECORRUPT/ETRUNCATED otherwise);
@@ -29,14 +32,16 @@
  *   - the last interval of a gzip stream must be followed by the member
  *     trailer whose ISIZE matches the member's length.
  *
- * A version-1 index has no span digests; it is refused (EUNSUPPORTED: re-index).
+ * Version-1 (no digests) and version-2 (one per span) indexes are refused
+ * (EUNSUPPORTED: re-index).
  */
 import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 
-const HEADER_SIZE = 52;
-const CHECKPOINT_SIZE = 60; // fixed bytes per checkpoint, its 32-byte span SHA-256 included
-const VERSION = 2;
+const HEADER_SIZE = 56;
+const CHECKPOINT_SIZE = 32; // fixed bytes per checkpoint
+const PROOF_SIZE = 40; // per proof: u64 output end, SHA-256
+const VERSION = 3;
 const MAGIC = 'CLIPCKPT';
 
 export interface Checkpoint {
@@ -52,6 +57,8 @@ export interface Checkpoint {
   /** Where the stored (raw deflate) window sits in the serialized index, and its length. */
   storedOffset: number;
   storedLength: number;
+  /** Output end of each proof of its span (uncompressed offsets; the last is the interval's end). */
+  proofOutputs: number[];
 }
 
 export interface Interval {
@@ -68,6 +75,8 @@ export class CheckpointTable {
   readonly format: 'gzip' | 'tar';
   readonly compressedSize: number;
   readonly uncompressedSize: number;
+  /** Compressed bytes per proof. */
+  readonly proofSize: number;
   readonly checkpoints: Checkpoint[];
 
   /**
@@ -83,7 +92,7 @@ export class CheckpointTable {
       throw new ClipError(
         'EUNSUPPORTED',
         version < VERSION
-          ? `${what}: checkpoint index version ${version} has no span digests, so reads from the source could not be proven: re-index the image with this build`
+          ? `${what}: checkpoint index version ${version} has ${version === 1 ? 'no digests' : 'one digest per span (too coarse)'}, so reads from the source could not be proven piece by piece: re-index the image with this build`
           : `${what}: checkpoint index version ${version} is newer than this build reads (${VERSION})`,
       );
     }
@@ -93,20 +102,28 @@ export class CheckpointTable {
     this.compressedSize = Number(serialized.readBigUInt64LE(24));
     this.uncompressedSize = Number(serialized.readBigUInt64LE(32));
     const count = serialized.readUInt32LE(48);
+    this.proofSize = serialized.readUInt32LE(52);
+    if (this.format === 'gzip' && this.proofSize === 0) throw bad('has no proof size');
     this.checkpoints = [];
     let at = HEADER_SIZE;
     for (let i = 0; i < count; i++) {
       if (at + CHECKPOINT_SIZE > serialized.length - 4) throw bad('is truncated');
+      const proofCount = serialized.readUInt32LE(at + 28);
+      const proofsAt = at + CHECKPOINT_SIZE;
+      if (proofCount < 1 || proofsAt + proofCount * PROOF_SIZE > serialized.length - 4) throw bad('is truncated');
+      const proofOutputs: number[] = [];
+      for (let j = 0; j < proofCount; j++) proofOutputs.push(Number(serialized.readBigUInt64LE(proofsAt + j * PROOF_SIZE)));
       const c: Checkpoint = {
         uncompressedOffset: Number(serialized.readBigUInt64LE(at)),
         compressedOffset: Number(serialized.readBigUInt64LE(at + 8)),
         bits: serialized.readUInt8(at + 16),
         kind: serialized.readUInt8(at + 17) === 1 ? 'member' : 'block',
         windowLength: serialized.readUInt32LE(at + 20),
-        storedOffset: at + CHECKPOINT_SIZE,
+        storedOffset: proofsAt + proofCount * PROOF_SIZE,
         storedLength: serialized.readUInt32LE(at + 24),
+        proofOutputs,
       };
-      at += CHECKPOINT_SIZE + c.storedLength;
+      at = c.storedOffset + c.storedLength;
       if (at > serialized.length - 4) throw bad('is truncated');
       const prev = this.checkpoints[i - 1];
       if (
@@ -147,6 +164,28 @@ export class CheckpointTable {
       begin: c.compressedOffset - (c.bits > 0 ? 1 : 0),
       until: next ? next.compressedOffset : this.compressedSize,
     };
+  }
+
+  /**
+   * How much of interval `iv` to fetch and inflate for its bytes up to
+   * uncompressed `end` (iv.start < end <= iv.end): blob bytes
+   * [iv.begin, until) give its output up to `reach` >= end, by the first
+   * proof whose output end covers `end`. The native reader applies the same
+   * rule (SpanFor) and checks every proof before inflating.
+   */
+  prefix(iv: Interval, end: number): { until: number; reach: number } {
+    const outputs = this.checkpoints[iv.index].proofOutputs;
+    let j = 0;
+    while (j < outputs.length - 1 && outputs[j] < end) j++;
+    return { until: Math.min(iv.begin + (j + 1) * this.proofSize, iv.until), reach: outputs[j] };
+  }
+
+  /** The longest prefix of interval `iv` whose proofs lie inside blob bytes [iv.begin, have): as prefix(). */
+  prefixWithin(iv: Interval, have: number): { until: number; reach: number } {
+    const outputs = this.checkpoints[iv.index].proofOutputs;
+    const whole = have >= iv.until ? outputs.length : Math.floor((have - iv.begin) / this.proofSize);
+    const j = Math.max(0, Math.min(outputs.length, whole) - 1);
+    return { until: Math.min(iv.begin + (j + 1) * this.proofSize, iv.until), reach: outputs[j] };
   }
 
   /** Checkpoint i's window (windowLength bytes; sparse). Errors: ECORRUPT when the stored window does not inflate. */

@@ -2,14 +2,18 @@
  * The source tier: bytes of a layer nobody has cached, read from the image's
  * source (a registry over HTTP Range, or pread on an OCI layout's blob).
  *
- * A gzip layer is read in whole checkpoint intervals (see checkpoints.ts):
- * exactly the compressed span between two checkpoints is fetched, proven
- * against the span's SHA-256 and inflated from the first checkpoint by the
- * engine (LayerReader.readFrom, off the JS thread; a wrong byte is EDIGEST
- * before anything is inflated), checked against the second's recorded
- * window, and kept in a small in-memory LRU,
- * so a sequential reader (cat, extract) pays one fetch per interval.
- * Concurrent misses for the same interval share one fetch and one inflate.
+ * A gzip layer is read by checkpoint intervals (see checkpoints.ts), from
+ * an interval's start up to the first proof whose output covers the read:
+ * exactly those compressed bytes are fetched, proven against the proofs'
+ * SHA-256s and inflated from the checkpoint by the engine
+ * (LayerReader.readFrom, off the JS thread; a wrong byte is EDIGEST before
+ * anything is inflated). A small read near an interval's start fetches a
+ * few KiB, not the whole interval. The fetched bytes and what they
+ * inflated to are kept in small in-memory LRUs, so a later read further
+ * into the interval fetches only the bytes it adds, and a sequential reader
+ * (cat, extract) fetches each byte once. A whole interval is also checked
+ * against the next checkpoint's recorded window. Concurrent misses for the
+ * same interval share one fetch and one inflate.
  * Plain-tar layers never come here: with no span digests a Range of one
  * can't be proven, so the store reads them from a verified disk-cache fill.
  *
@@ -45,20 +49,26 @@ export class SourceTier {
   /** Compressed bytes fetched from the source for reads (not fills). */
   wireBytes = 0;
   private readonly state = new Map<number, LayerState>();
+  /** Inflated interval prefixes: key -> uncompressed bytes [iv.start, iv.start + length). */
   private readonly intervals: ByteLru<string>;
+  /** Fetched interval prefixes: key -> blob bytes [iv.begin, iv.begin + length), ending at a proof's end. */
+  private readonly fetched: ByteLru<string>;
   private readonly flight = new Singleflight<string, Buffer>();
 
   /**
    * @param source opens the image source on first use
    * @param memoryMetrics counts reads served from the in-memory interval cache
-   * @param memoryBytes bytes of inflated intervals kept in memory
+   * @param memoryBytes bytes of inflated and fetched interval prefixes kept in memory (half each)
    */
   constructor(
     private readonly source: () => Promise<ImageSource>,
     private readonly memoryMetrics: TierMetrics,
     memoryBytes: number = 32 << 20,
   ) {
-    this.intervals = new ByteLru(memoryBytes);
+    // Fetched bytes are the ones that cost a round trip to the source if
+    // dropped; inflated ones only cost CPU to remake from them.
+    this.intervals = new ByteLru(Math.floor(memoryBytes / 2));
+    this.fetched = new ByteLru(Math.floor(memoryBytes / 2));
   }
 
   private layerState(layer: SourceLayer): LayerState {
@@ -95,9 +105,9 @@ export class SourceTier {
       pieces.map((p) => {
         const key = `${layer.index}:${p.iv.index}`;
         const cached = this.intervals.get(key);
-        if (cached) return cached;
+        if (cached && cached.length >= p.to) return cached;
         fromMemory = false;
-        return this.flight.run(key, () => this.loadInterval(layer, p.iv, key));
+        return this.intervalPrefix(layer, p.iv, key, p.to);
       }),
     );
     let out: Buffer;
@@ -126,46 +136,76 @@ export class SourceTier {
     }
   }
 
-  private async loadInterval(layer: SourceLayer, iv: Interval, key: string): Promise<Buffer> {
+  /** Interval `iv`'s inflated bytes from its start, at least `need` of them. */
+  private async intervalPrefix(layer: SourceLayer, iv: Interval, key: string, need: number): Promise<Buffer> {
+    for (;;) {
+      const cached = this.intervals.get(key);
+      if (cached && cached.length >= need) return cached;
+      // One load per interval at a time: a read that needs more than the
+      // running load brings waits for it, then extends what it fetched.
+      const data = await (this.flight.get(key) ?? this.flight.run(key, () => this.loadInterval(layer, iv, key, need)));
+      if (data.length >= need) return data;
+    }
+  }
+
+  private async loadInterval(layer: SourceLayer, iv: Interval, key: string, need: number): Promise<Buffer> {
     const { table, reader } = this.layerState(layer);
     const source = await this.source();
-    const compressed = await this.fetch(source, layer, iv.begin, iv.until);
     const what = `layer ${layer.index} (${layer.descriptor.digest}) from ${source.describe()}`;
+    let compressed = this.fetched.get(key) ?? Buffer.alloc(0);
+    let until = table.prefix(iv, iv.start + need).until;
     let data: Buffer;
-    try {
-      data = await reader.readFrom(compressed, iv.begin, iv.start, iv.end - iv.start);
-    } catch (e) {
-      this.metrics.errors++;
-      const err = e as ClipError;
-      if (err.code === 'EDIGEST') throw new ClipError('EDIGEST', `${what}: ${err.message}`);
-      throw new ClipError(
-        err.code === 'ETRUNCATED' ? 'ETRUNCATED' : 'ECORRUPT',
-        `${what}: blob bytes ${iv.begin}-${iv.until} do not inflate (${err.message}): the source sent wrong or short bytes`,
-      );
-    }
-    try {
-      table.verifyInterval(iv, data, what);
-      if (iv.index === table.checkpoints.length - 1 && compressed.length >= 8) {
-        const trailer = compressed.subarray(compressed.length - 8);
-        if (!trailer.equals(Buffer.alloc(8))) table.verifyTrailer(trailer, what);
+    for (;;) {
+      const have = iv.begin + compressed.length;
+      if (have < until) compressed = Buffer.concat([compressed, await this.fetch(source, layer, have, until)]);
+      // Inflate all that the fetched proofs give, not just what this read needs.
+      const { reach } = table.prefixWithin(iv, iv.begin + compressed.length);
+      try {
+        data = await reader.readFrom(compressed, iv.begin, iv.start, reach - iv.start);
+        break;
+      } catch (e) {
+        const err = e as ClipError;
+        // An engine that gets less out of the proofs than the indexer
+        // measured needs the rest of the span (never seen; not an error).
+        if (err.code === 'ETRUNCATED' && iv.begin + compressed.length < iv.until) {
+          until = iv.until;
+          continue;
+        }
+        this.metrics.errors++;
+        if (err.code === 'EDIGEST') throw new ClipError('EDIGEST', `${what}: ${err.message}`);
+        throw new ClipError(
+          err.code === 'ETRUNCATED' ? 'ETRUNCATED' : 'ECORRUPT',
+          `${what}: blob bytes ${iv.begin}-${iv.begin + compressed.length} do not inflate (${err.message}): the source sent wrong or short bytes`,
+        );
       }
-    } catch (e) {
-      this.metrics.errors++;
-      throw e;
     }
+    if (data.length === iv.end - iv.start) {
+      try {
+        table.verifyInterval(iv, data, what);
+        if (iv.index === table.checkpoints.length - 1 && compressed.length >= 8) {
+          const trailer = compressed.subarray(compressed.length - 8);
+          if (!trailer.equals(Buffer.alloc(8))) table.verifyTrailer(trailer, what);
+        }
+      } catch (e) {
+        this.metrics.errors++;
+        throw e;
+      }
+    }
+    this.fetched.set(key, compressed);
     this.intervals.set(key, data);
     return data;
   }
 
   /**
    * Drops what this tier holds for a layer that is on disk now: its
-   * in-memory intervals, and its checkpoint table and reader (the checkpoints
+   * in-memory interval prefixes (fetched and inflated), and its checkpoint table and reader (the checkpoints
    * with their 32 KiB windows: a few MiB for a layer of a few hundred MB,
    * which a long-lived mount would otherwise keep for nothing). A later
    * read of the layer (the disk copy evicted) loads them again.
    */
   forgetLayer(index: number): void {
     this.intervals.deleteWhere((k) => k.startsWith(`${index}:`));
+    this.fetched.deleteWhere((k) => k.startsWith(`${index}:`));
     this.state.delete(index);
   }
 }
