@@ -43,6 +43,7 @@ export interface RawIndexOptions {
   engine?: 'isal' | 'zlib';
   spacing?: number;
   largeFileThreshold?: number;
+  proofSize?: number;
   name?: string;
   expectedDigest?: string;
 }

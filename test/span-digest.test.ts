@@ -179,6 +179,28 @@ describe('span digests', () => {
     }
   });
 
+  test('the proof size is an index option: smaller proofs make a small read fetch less', async () => {
+    const tables: CheckpointTable[] = [];
+    for (const proofSize of [undefined, 4096]) {
+      const archive = path.join(work, `proofs-${proofSize ?? 'default'}.clip`);
+      await indexImage(`oci:${demoLayout()}:bookworm`, { output: archive, proofSize });
+      const probe = await LayerStore.open({ archive, cacheDir: path.join(work, `cache-proofs-${proofSize}`), prefetch: 'none' });
+      tables.push(new CheckpointTable(probe.archive.checkpoints(0), 'demo layer'));
+      await probe.close();
+    }
+    const [standard, small] = tables;
+    assert.equal(standard.proofSize, 32 << 10);
+    assert.equal(small.proofSize, 4096);
+    // 4 KiB reads at every interval's start need fewer bytes in all.
+    const fetch = (t: CheckpointTable) =>
+      t.checkpoints.reduce((sum, _, i) => {
+        const iv = t.interval(i);
+        return sum + t.prefix(iv, Math.min(iv.end, iv.start + 4096)).until - iv.begin;
+      }, 0);
+    assert.ok(fetch(small) * 2 < fetch(standard), `${fetch(small)} vs ${fetch(standard)}`);
+    await assert.rejects(indexImage(`oci:${demoLayout()}:bookworm`, { output: path.join(work, 'bad.clip'), proofSize: 100 }), (e: unknown) => e instanceof ClipError && e.code === 'EINVAL');
+  });
+
   test('version-1 and version-2 checkpoint indexes are refused (EUNSUPPORTED, re-index), by the engine and the source tier', async () => {
     const probe = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-v1'), prefetch: 'none', insecure: true });
     const v3 = probe.archive.checkpoints(0);

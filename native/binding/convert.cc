@@ -33,6 +33,12 @@ core::LayerIndexOptions ToIndexOptions(Napi::Env env, Napi::Value value) {
   if (options.spacing == 0) ThrowInvalid(env, "spacing must be positive");
   if (o.Has("largeFileThreshold") && !o.Get("largeFileThreshold").IsUndefined())
     options.large_file_threshold = ToOffset(env, o.Get("largeFileThreshold"), "largeFileThreshold");
+  if (o.Has("proofSize") && !o.Get("proofSize").IsUndefined()) {
+    const uint64_t proof_size = ToOffset(env, o.Get("proofSize"), "proofSize");
+    if (proof_size < core::CheckpointIndex::kMinProofSize || proof_size > core::CheckpointIndex::kMaxProofSize)
+      ThrowInvalid(env, "proofSize must be 512 B to 16 MiB");
+    options.proof_size = static_cast<uint32_t>(proof_size);
+  }
   if (o.Get("name").IsString()) options.name = o.Get("name").As<Napi::String>().Utf8Value();
   if (o.Get("expectedDigest").IsString()) options.expected_digest = o.Get("expectedDigest").As<Napi::String>().Utf8Value();
   return options;

@@ -18,6 +18,7 @@ interface IndexFlags {
   output: string;
   platform?: string;
   spacing: string;
+  proofSize: string;
   engine: 'isal' | 'zlib';
   insecure?: boolean;
   username?: string;
@@ -34,6 +35,7 @@ export function registerImageCommands(program: Command): void {
     .requiredOption('-o, --output <file>', 'archive to write (replaced atomically)')
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this host)')
     .option('--spacing <size>', 'uncompressed bytes between checkpoints', '2MiB')
+    .option('--proof-size <size>', 'compressed bytes per proof (a registry read fetches whole proofs)', '32KiB')
     .addOption(new Option('--engine <engine>', 'inflate engine').choices(['isal', 'zlib']).default('isal'))
     .option('--insecure', 'talk plain http to the registry')
     .option('--username <user>', 'registry user (or CLIP_REGISTRY_USERNAME)')
@@ -52,6 +54,7 @@ export function registerImageCommands(program: Command): void {
           output: flags.output,
           platform: flags.platform,
           spacing: parseSize(flags.spacing),
+          proofSize: parseSize(flags.proofSize),
           engine: flags.engine,
           insecure: flags.insecure,
           credentials: flags.username !== undefined ? { username: flags.username, password: flags.password! } : undefined,

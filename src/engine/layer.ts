@@ -23,6 +23,11 @@ export interface IndexLayerOptions {
   spacing?: number;
   /** Files larger than this get a checkpoint of their own (default 512 KiB). */
   largeFileThreshold?: number;
+  /**
+   * Compressed bytes per proof (default 32 KiB, 512 B to 16 MiB): a read
+   * from the source fetches whole proofs, each costing 40 bytes of index.
+   */
+  proofSize?: number;
   /** How errors name the layer: its digest or path. */
   name?: string;
   /** "sha256:…": the blob must hash to this, or indexing fails with EDIGEST. */
@@ -33,6 +38,7 @@ const INDEX_SCHEMA = {
   engine: 'engine',
   spacing: 'number',
   largeFileThreshold: 'number',
+  proofSize: 'number',
   name: 'string',
   expectedDigest: 'string',
 } as const;

@@ -110,6 +110,8 @@ export interface IndexImageOptions {
   platform?: string | Platform;
   /** Uncompressed bytes between checkpoints (default 2 MiB, at least 32 KiB). */
   spacing?: number;
+  /** Compressed bytes per proof (default 32 KiB; 512 B to 16 MiB). */
+  proofSize?: number;
   /** Inflate engine (default "isal"). */
   engine?: InflateEngine;
   /** Plain http for registries. */
@@ -147,7 +149,7 @@ export interface IndexImageResult {
   seconds: number;
 }
 
-const OPTION_KEYS = new Set(['output', 'platform', 'spacing', 'engine', 'insecure', 'credentials', 'concurrency', 'onProgress']);
+const OPTION_KEYS = new Set(['output', 'platform', 'spacing', 'proofSize', 'engine', 'insecure', 'credentials', 'concurrency', 'onProgress']);
 
 /**
  * Indexes the image `refText` names (`oci:DIR[:TAG]`, `docker://…` or a
@@ -194,7 +196,7 @@ export async function indexImage(refText: string, options: IndexImageOptions): P
             progress.bytesDone += n;
             report();
           });
-          const index = await indexLayerStream(chunks, { expectedDigest: layer.digest, name: layer.digest, spacing: options.spacing, engine: options.engine });
+          const index = await indexLayerStream(chunks, { expectedDigest: layer.digest, name: layer.digest, spacing: options.spacing, proofSize: options.proofSize, engine: options.engine });
           const seconds = Number(process.hrtime.bigint() - layerStarted) / 1e9;
           byDigest.set(layer.digest, { index, seconds });
           progress.layersDone++;
@@ -261,6 +263,9 @@ function checkIndexImageOptions(options: IndexImageOptions): void {
   // Checked here too (indexLayerStream checks them again) so a bad value fails before any network traffic.
   if (options.spacing !== undefined && (!Number.isSafeInteger(options.spacing) || options.spacing < 32 * 1024)) {
     throw new ClipError('EINVAL', 'indexImage: option "spacing" must be an integer of at least 32 KiB');
+  }
+  if (options.proofSize !== undefined && (!Number.isSafeInteger(options.proofSize) || options.proofSize < 512 || options.proofSize > 16 << 20)) {
+    throw new ClipError('EINVAL', 'indexImage: option "proofSize" must be an integer from 512 B to 16 MiB');
   }
   if (options.engine !== undefined && options.engine !== 'isal' && options.engine !== 'zlib') {
     throw new ClipError('EINVAL', 'indexImage: option "engine" must be "isal" or "zlib"');
