@@ -80,6 +80,8 @@ export interface NativeBinding {
   indexLayerFile(path: string, options: RawIndexOptions): Promise<RawLayerIndex>;
   LayerIndexer: new (options: RawIndexOptions) => RawLayerIndexer;
   LayerReader: new (checkpoints: Buffer, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
+  /** malloc_trim(0): hands the free pages of every malloc arena back to the kernel; true if any were. */
+  trimMemory(): boolean;
   engines: string[];
 }
 

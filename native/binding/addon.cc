@@ -8,6 +8,7 @@
 #include "fs_binding.h"
 #include "layer_index_binding.h"
 #include "layer_reader_binding.h"
+#include "memory_binding.h"
 #include "mount_binding.h"
 
 namespace clip::binding {
@@ -27,6 +28,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ArchiveReader", ArchiveReaderWrap::Define(env));
   exports.Set("MountSession", MountSessionWrap::Define(env));
   RegisterFsFunctions(env, exports);
+  RegisterMemoryFunctions(env, exports);
   Napi::Array engines = Napi::Array::New(env, 2);
   engines.Set(0u, "isal");
   engines.Set(1u, "zlib");

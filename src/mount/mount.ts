@@ -254,6 +254,7 @@ export class Mount extends EventEmitter {
             this.raw.fail(id, os.constants.errno.EIO);
           } else {
             this.raw.complete(id, data);
+            memoryGovernor.note(length);
           }
         },
         (e: unknown) => {

@@ -25,6 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 import { log } from '../log';
+import { memoryGovernor } from '../mount/memory';
 import type { Descriptor, ImageSource } from '../oci';
 import { DiskCache, PartialFile } from './disk-cache';
 import { RedisTier, RedisUpload } from './redis-tier';
@@ -125,6 +126,7 @@ async function streamVerified(ctx: FillContext, layer: FillLayer, origin: AsyncI
       throw new ClipError('EDIGEST', `layer ${layer.index} (${layer.diffId}): the stream is longer than the ${layer.uncompressedSize} bytes recorded`);
     }
     await sink(chunk);
+    memoryGovernor.note(chunk.length);
   }
   const digest = `sha256:${hash.digest('hex')}`;
   if (size !== layer.uncompressedSize || digest !== layer.diffId) {
