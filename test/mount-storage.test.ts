@@ -120,6 +120,38 @@ describe('mount over the storage tiers', () => {
     assert.equal(disk.prune(0).layers.length, hexes.length, 'evictable after unmount');
   });
 
+  it('CLI: once a cold walk and its background fill are over, the idle mount process gives back their memory', async () => {
+    // Without the memory governor's collections (src/mount/memory.ts) the
+    // process keeps 60+ MiB of the walk's and the fill's dead buffers in
+    // anonymous memory; with them it goes back to about 17 MiB (15 MiB warm).
+    // The bound is generous: the figure itself belongs to bench/mount.ts.
+    const boundBytes = 40 << 20;
+    const cacheDir = path.join(work, 'cache-memory');
+    const mp = mountpoint();
+    const r = cli(['mount', clip, mp, '--cache-dir', cacheDir]);
+    assert.equal(r.status, 0, r.stderr);
+    const pid = pidOf(r.stdout);
+    const anon = () => Number(/^RssAnon:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+    try {
+      await shAsync(`find '${mp}' -type f -exec cat {} + > /dev/null`);
+      await until('every layer filled', () => layerHexes(clip).every((h) => fs.existsSync(path.join(cacheDir, 'layers/sha256', h))));
+      let last = anon();
+      await until(`anonymous memory under ${boundBytes} bytes`, () => (last = anon()) < boundBytes, 20000).catch(() => {
+        assert.fail(`the idle mount process still holds ${(last / 1048576).toFixed(1)} MiB of anonymous memory`);
+      });
+    } finally {
+      assert.equal(cli(['umount', mp]).status, 0);
+      await until('the mount process to exit', () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      }, 10000);
+    }
+  });
+
   it('CLI: --prefetch none fills nothing; --prefetch eager has the layer cached after the first read', async () => {
     for (const prefetch of ['none', 'eager'] as const) {
       const cacheDir = path.join(work, `cache-cli-${prefetch}`);
