@@ -49,6 +49,19 @@ async function until(what: string, check: () => boolean, timeoutMs = 120000): Pr
   }
 }
 
+/** Unmounts a background mount and waits for its process to exit. */
+async function umountDaemon(mp: string, pid: number): Promise<void> {
+  assert.equal(cli(['umount', mp]).status, 0);
+  await until('the mount process to exit', () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, 10000);
+}
+
 function pidOf(stdout: string): number {
   return Number(/\(pid (\d+)\)/.exec(stdout)![1]);
 }
@@ -140,15 +153,7 @@ describe('mount over the storage tiers', () => {
         assert.fail(`the idle mount process still holds ${(last / 1048576).toFixed(1)} MiB of anonymous memory`);
       });
     } finally {
-      assert.equal(cli(['umount', mp]).status, 0);
-      await until('the mount process to exit', () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, 10000);
+      await umountDaemon(mp, pid);
     }
   });
 
@@ -165,15 +170,7 @@ describe('mount over the storage tiers', () => {
         if (prefetch === 'none') assert.deepEqual(cached, []);
         else assert.ok(cached.length >= 1, 'the first read waited for the fill');
       } finally {
-        assert.equal(cli(['umount', mp]).status, 0);
-        await until('the mount process to exit', () => {
-          try {
-            process.kill(pid, 0);
-            return false;
-          } catch {
-            return true;
-          }
-        }, 10000);
+        await umountDaemon(mp, pid);
       }
     }
   });
