@@ -180,6 +180,12 @@ export class CheckpointTable {
     return { until: Math.min(iv.begin + (j + 1) * this.proofSize, iv.until), reach: outputs[j] };
   }
 
+  /** The end of the proof of interval `iv` that holds blob offset `at` (or the interval's end). */
+  proofEndAtOrAfter(iv: Interval, at: number): number {
+    if (at <= iv.begin) return iv.begin;
+    return Math.min(iv.begin + Math.ceil((at - iv.begin) / this.proofSize) * this.proofSize, iv.until);
+  }
+
   /** The longest prefix of interval `iv` whose proofs lie inside blob bytes [iv.begin, have): as prefix(). */
   prefixWithin(iv: Interval, have: number): { until: number; reach: number } {
     const outputs = this.checkpoints[iv.index].proofOutputs;

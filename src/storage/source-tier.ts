@@ -12,8 +12,11 @@
  * inflated to are kept in small in-memory LRUs, so a later read further
  * into the interval fetches only the bytes it adds, and a sequential reader
  * (cat, extract) fetches each byte once. A whole interval is also checked
- * against the next checkpoint's recorded window. Concurrent misses for the
- * same interval share one fetch and one inflate.
+ * against the next checkpoint's recorded window. Concurrent misses that
+ * need the same prefix share one fetch and one inflate; one that needs more
+ * than a running fetch brings asks for the rest at once instead of waiting
+ * for it (a page fault's read and the read-ahead behind it), and an interval
+ * read on further fetches at least as much again as it has.
  * Plain-tar layers never come here: with no span digests a Range of one
  * can't be proven, so the store reads them from a verified disk-cache fill.
  *
@@ -53,6 +56,8 @@ export class SourceTier {
   private readonly intervals: ByteLru<string>;
   /** Fetched interval prefixes: key -> blob bytes [iv.begin, iv.begin + length), ending at a proof's end. */
   private readonly fetched: ByteLru<string>;
+  /** Fetches in flight: key -> the prefix up to `until` they will give. */
+  private readonly fetching = new Map<string, { until: number; bytes: Promise<Buffer> }>();
   private readonly flight = new Singleflight<string, Buffer>();
 
   /**
@@ -138,26 +143,60 @@ export class SourceTier {
 
   /** Interval `iv`'s inflated bytes from its start, at least `need` of them. */
   private async intervalPrefix(layer: SourceLayer, iv: Interval, key: string, need: number): Promise<Buffer> {
-    for (;;) {
-      const cached = this.intervals.get(key);
-      if (cached && cached.length >= need) return cached;
-      // One load per interval at a time: a read that needs more than the
-      // running load brings waits for it, then extends what it fetched.
-      const data = await (this.flight.get(key) ?? this.flight.run(key, () => this.loadInterval(layer, iv, key, need)));
-      if (data.length >= need) return data;
-    }
+    const cached = this.intervals.get(key);
+    if (cached && cached.length >= need) return cached;
+    const { table } = this.layerState(layer);
+    let until = table.prefix(iv, iv.start + need).until;
+    // An interval read again further in is read on (a file read in pieces,
+    // the kernel's read-ahead after a page fault): fetch at least as much
+    // again as is there, so walking an interval costs a few round trips, not
+    // one per proof, and never more than twice the bytes it reaches.
+    const have = this.fetchedUntil(iv, key);
+    if (have > iv.begin && until > have) until = Math.max(until, table.proofEndAtOrAfter(iv, iv.begin + 2 * (have - iv.begin)));
+    // Reads that need the same prefix share one load.
+    return this.flight.run(`${key}:${until}`, () => this.loadInterval(layer, iv, key, until));
   }
 
-  private async loadInterval(layer: SourceLayer, iv: Interval, key: string, need: number): Promise<Buffer> {
+  /** The end of what is fetched, or being fetched, of interval `iv`. */
+  private fetchedUntil(iv: Interval, key: string): number {
+    const fetching = this.fetching.get(key);
+    if (fetching) return fetching.until;
+    return iv.begin + (this.fetched.get(key)?.length ?? 0);
+  }
+
+  /**
+   * Blob bytes [iv.begin, until) of interval `iv` (or more): what is
+   * fetched or being fetched, and a fetch of the rest, started at once (a
+   * read that needs more than a running fetch brings does not wait for it
+   * to ask for the rest). Not proven here: the engine proves what it inflates.
+   */
+  private compressedPrefix(source: ImageSource, layer: SourceLayer, iv: Interval, key: string, until: number): Promise<Buffer> {
+    const running = this.fetching.get(key);
+    if (running && running.until >= until) return running.bytes;
+    const done = this.fetched.get(key);
+    if (!running && done && iv.begin + done.length >= until) return Promise.resolve(done);
+    const from = this.fetchedUntil(iv, key);
+    const base = running ? running.bytes : Promise.resolve(done ?? Buffer.alloc(0));
+    const bytes = Promise.all([base, this.fetch(source, layer, from, until)]).then(([head, tail]) => Buffer.concat([head, tail]));
+    const entry = { until, bytes };
+    this.fetching.set(key, entry);
+    const settle = (fetched?: Buffer) => {
+      if (this.fetching.get(key) !== entry) return;
+      this.fetching.delete(key);
+      if (fetched) this.fetched.set(key, fetched);
+    };
+    bytes.then(settle, () => settle());
+    return bytes;
+  }
+
+  private async loadInterval(layer: SourceLayer, iv: Interval, key: string, until: number): Promise<Buffer> {
     const { table, reader } = this.layerState(layer);
     const source = await this.source();
     const what = `layer ${layer.index} (${layer.descriptor.digest}) from ${source.describe()}`;
-    let compressed = this.fetched.get(key) ?? Buffer.alloc(0);
-    let until = table.prefix(iv, iv.start + need).until;
+    let compressed: Buffer;
     let data: Buffer;
     for (;;) {
-      const have = iv.begin + compressed.length;
-      if (have < until) compressed = Buffer.concat([compressed, await this.fetch(source, layer, have, until)]);
+      compressed = await this.compressedPrefix(source, layer, iv, key, until);
       // Inflate all that the fetched proofs give, not just what this read needs.
       const { reach } = table.prefixWithin(iv, iv.begin + compressed.length);
       try {
@@ -172,6 +211,8 @@ export class SourceTier {
           continue;
         }
         this.metrics.errors++;
+        // Bad bytes are not kept: the next read fetches them again.
+        if (this.fetched.get(key) === compressed) this.fetched.delete(key);
         if (err.code === 'EDIGEST') throw new ClipError('EDIGEST', `${what}: ${err.message}`);
         throw new ClipError(
           err.code === 'ETRUNCATED' ? 'ETRUNCATED' : 'ECORRUPT',
@@ -188,11 +229,12 @@ export class SourceTier {
         }
       } catch (e) {
         this.metrics.errors++;
+        if (this.fetched.get(key) === compressed) this.fetched.delete(key);
         throw e;
       }
     }
-    this.fetched.set(key, compressed);
-    this.intervals.set(key, data);
+    const cached = this.intervals.get(key);
+    if (!cached || cached.length < data.length) this.intervals.set(key, data);
     return data;
   }
 
@@ -206,6 +248,7 @@ export class SourceTier {
   forgetLayer(index: number): void {
     this.intervals.deleteWhere((k) => k.startsWith(`${index}:`));
     this.fetched.deleteWhere((k) => k.startsWith(`${index}:`));
+    for (const k of [...this.fetching.keys()]) if (k.startsWith(`${index}:`)) this.fetching.delete(k);
     this.state.delete(index);
   }
 }
