@@ -88,6 +88,23 @@ describe('span digests', () => {
       ['the middle of the fetched proofs', Math.floor(fetched / 2)],
       ['the last fetched byte', fetched - 1],
     ];
+    // Concurrent reads of the same interval, a small one at its start and
+    // one at its end (a page fault and the read-ahead behind it): both right,
+    // and no byte of the span fetched twice.
+    {
+      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
+      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-concurrent'), prefetch: 'none', source });
+      try {
+        const before = proxy.bodyBytes();
+        const wantEnd = oracle(layoutBlob(demoLayout(), layer.digest), iv.end - 4096, 4096);
+        const [head, tail] = await Promise.all([store.read(0, iv.start + 100, 4096), store.read(0, iv.end - 4096, 4096)]);
+        assert.ok(head.equals(want) && tail.equals(wantEnd));
+        assert.equal(proxy.bodyBytes() - before, iv.until - iv.begin);
+      } finally {
+        await store.close();
+        await source.close();
+      }
+    }
     // A flip past the fetched proofs (in the span's last byte) is not read.
     {
       const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
