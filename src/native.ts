@@ -82,6 +82,10 @@ export interface NativeBinding {
   LayerReader: new (checkpoints: Buffer, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
   /** malloc_trim(0): hands the free pages of every malloc arena back to the kernel; true if any were. */
   trimMemory(): boolean;
+  /** Frees a Buffer that spans its whole ArrayBuffer now (detaches it: length 0 after); false when it is not one. */
+  releaseBuffer(buffer: Buffer): boolean;
+  /** glibc's mallinfo2() over all arenas (for the memory trace). */
+  mallocStats(): { arenaBytes: number; mmappedBytes: number; inUseBytes: number; freeBytes: number };
   engines: string[];
 }
 

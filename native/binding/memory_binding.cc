@@ -6,10 +6,36 @@ namespace clip::binding {
 
 void RegisterMemoryFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("trimMemory", Napi::Function::New<TrimMemory>(env, "trimMemory"));
+  exports.Set("releaseBuffer", Napi::Function::New<ReleaseBuffer>(env, "releaseBuffer"));
+  exports.Set("mallocStats", Napi::Function::New<MallocStats>(env, "mallocStats"));
 }
 
 Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+}
+
+Napi::Value ReleaseBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  // A Buffer is a Uint8Array (napi's IsBuffer also takes other views).
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    return Napi::Boolean::New(env, false);
+  auto buffer = info[0].As<Napi::Uint8Array>();
+  Napi::ArrayBuffer whole = buffer.ArrayBuffer();
+  const size_t length = buffer.ByteLength();
+  if (length == 0 || buffer.ByteOffset() != 0 || whole.ByteLength() != length) return Napi::Boolean::New(env, false);
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, whole, &detached) != napi_ok || detached) return Napi::Boolean::New(env, false);
+  return Napi::Boolean::New(env, napi_detach_arraybuffer(env, whole) == napi_ok);
+}
+
+Napi::Value MallocStats(const Napi::CallbackInfo& info) {
+  const struct mallinfo2 m = mallinfo2();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("arenaBytes", static_cast<double>(m.arena));
+  out.Set("mmappedBytes", static_cast<double>(m.hblkhd));
+  out.Set("inUseBytes", static_cast<double>(m.uordblks));
+  out.Set("freeBytes", static_cast<double>(m.fordblks));
+  return out;
 }
 
 }  // namespace clip::binding

@@ -24,4 +24,24 @@ void RegisterMemoryFunctions(Napi::Env env, Napi::Object exports);
 //   malloc calls meanwhile, so call it only when the process is quiet.
 Napi::Value TrimMemory(const Napi::CallbackInfo& info);
 
+// releaseBuffer(buffer): boolean
+//   Frees a Buffer's memory now instead of at the garbage collection that
+//   finds it dead: detaches its ArrayBuffer (napi_detach_arraybuffer), after
+//   which the Buffer, and every view of that ArrayBuffer, has length 0. Only
+//   for a Buffer that spans its whole ArrayBuffer (never a slice of Node's
+//   pool, which other Buffers share) and that nothing else will read: a
+//   caller that still holds it sees no bytes, never other bytes. Returns
+//   false, doing nothing, when the Buffer is not such a one. Why: the miss
+//   path's Buffers live across asynchronous work, are promoted to V8's old
+//   generation, and would wait for a full collection (see memory.ts).
+Napi::Value ReleaseBuffer(const Napi::CallbackInfo& info);
+
+// mallocStats(): { arenaBytes, mmappedBytes, inUseBytes, freeBytes }
+//   glibc's mallinfo2() over all arenas: bytes of the brk/arena heaps,
+//   of chunks mmap'd on their own, allocated, and free but kept. For the
+//   memory trace (CLIP_MEMORY_TRACE_MS): it tells native allocations apart
+//   from V8's and Buffers' in the process's anonymous memory. Locks every
+//   arena while it walks them: a debugging aid, not for a hot path.
+Napi::Value MallocStats(const Napi::CallbackInfo& info);
+
 }  // namespace clip::binding

@@ -29,6 +29,21 @@
  *   - after that, every second until something changes (an idle mount
  *     costs one getHeapStatistics() a second).
  * The timer is unref'd and stops with the last mount.
+ *
+ * With CLIP_MEMORY_TRACE_MS=N in the environment and the log level at
+ * debug, a live mount also logs every N ms where its memory is: RSS,
+ * V8's spaces, external and ArrayBuffer bytes, glibc's arenas, and the
+ * gauges the storage code registers (its caches, the bytes of misses in
+ * flight); this is how the peak of a cold walk was attributed. (Its own
+ * allocations keep the governor from seeing a quiet spell: judge the RSS
+ * after a burst without it.)
+ *
+ * Collections are the fallback. The miss path's Buffers live across
+ * asynchronous work (fetch, inflate on a worker thread, the cache), so
+ * many are promoted and would wait for a full collection; the ones whose
+ * end is known are freed at once instead (native.releaseBuffer): a miss's
+ * answer once the kernel has it (mount.ts), an inflated interval prefix
+ * once the source tier's cache drops it (source-tier.ts).
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
@@ -69,6 +84,51 @@ function collector(): Collect | null {
   return collect;
 }
 
+/** Named byte counts the trace logs (caches, bytes in flight), by whoever owns them. */
+const gauges = new Map<string, () => number>();
+
+/**
+ * Registers a byte count for the memory trace under `name` (a later
+ * registration under the same name replaces it); returns its removal.
+ */
+export function traceGauge(name: string, read: () => number): () => void {
+  gauges.set(name, read);
+  return () => {
+    if (gauges.get(name) === read) gauges.delete(name);
+  };
+}
+
+function traceIntervalMs(): number {
+  const ms = Number(process.env.CLIP_MEMORY_TRACE_MS);
+  return Number.isFinite(ms) && ms > 0 && log.isLevelEnabled('debug') ? ms : 0;
+}
+
+function traceOnce(stats: MemoryGovernorStats): void {
+  const mib = (n: number) => Math.round((n / 1048576) * 10) / 10;
+  const usage = process.memoryUsage();
+  const spaces: Record<string, number> = {};
+  for (const s of v8.getHeapSpaceStatistics()) spaces[s.space_name.replace(/_space$/, '')] = mib(s.space_size);
+  const m = native.mallocStats();
+  const named: Record<string, number> = {};
+  for (const [name, read] of gauges) named[name] = mib(read());
+  log.debug(
+    {
+      memoryMiB: {
+        rss: mib(usage.rss),
+        heapTotal: mib(usage.heapTotal),
+        heapUsed: mib(usage.heapUsed),
+        external: mib(usage.external),
+        arrayBuffers: mib(usage.arrayBuffers),
+        spaces,
+        malloc: { arena: mib(m.arenaBytes), mmapped: mib(m.mmappedBytes), inUse: mib(m.inUseBytes), free: mib(m.freeBytes) },
+        gauges: named,
+      },
+      collections: { minor: stats.minorCollections, major: stats.collections },
+    },
+    'memory trace',
+  );
+}
+
 export interface MemoryGovernorStats {
   /** Minor collections (scavenges) asked for. */
   minorCollections: number;
@@ -85,6 +145,7 @@ function externalBytes(): number {
 class MemoryGovernor {
   private users = 0;
   private timer: NodeJS.Timeout | null = null;
+  private tracer: NodeJS.Timeout | null = null;
   /** External bytes that survived the last full collection (or the least seen since). */
   private baseline = 0;
   /** The collection of the last tick, whose effect this tick reads; null when none. */
@@ -102,6 +163,11 @@ class MemoryGovernor {
 
   acquire(): void {
     if (this.users++ > 0) return;
+    const traceMs = traceIntervalMs();
+    if (traceMs > 0) {
+      this.tracer = setInterval(() => traceOnce(this.stats), traceMs);
+      this.tracer.unref();
+    }
     if (!collector()) return;
     this.baseline = externalBytes();
     this.lastSeen = this.baseline;
@@ -114,6 +180,8 @@ class MemoryGovernor {
     if (this.users === 0 || --this.users > 0) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.tracer) clearInterval(this.tracer);
+    this.tracer = null;
     this.settling = null;
   }
 

@@ -146,7 +146,7 @@ export class OciLayoutSource implements ImageSource {
     return { descriptor, bytes };
   }
 
-  async *openBlob(desc: Descriptor): AsyncIterable<Buffer> {
+  async *openBlob(desc: Descriptor, options: { chunkBytes?: number } = {}): AsyncIterable<Buffer> {
     this.checkOpen();
     const file = this.blobPath(desc.digest);
     const what = `blob ${desc.digest} in ${this.describe()}`;
@@ -162,7 +162,7 @@ export class OciLayoutSource implements ImageSource {
       const size = (await handle.stat()).size;
       if (size < desc.size) throw new ClipError('ETRUNCATED', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
       if (size > desc.size) throw new ClipError('EDIGEST', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
-      const stream = handle.createReadStream({ highWaterMark: STREAM_CHUNK, autoClose: false, start: 0 });
+      const stream = handle.createReadStream({ highWaterMark: options.chunkBytes ?? STREAM_CHUNK, autoClose: false, start: 0 });
       try {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           verifier.update(chunk);

@@ -45,13 +45,17 @@ export interface ImageSource {
    * bytes than `desc.size` throw EDIGEST before being yielded, and at the end a
    * digest mismatch throws EDIGEST and a short blob ETRUNCATED. The bytes are
    * trustworthy only once iteration ends without an error.
+   * `options.chunkBytes` caps the size of the chunks yielded where the
+   * source chooses it (a file is read in pieces of that size; a network
+   * source yields what arrives, smaller anyway).
    */
-  openBlob(desc: Descriptor): AsyncIterable<Buffer>;
+  openBlob(desc: Descriptor, options?: { chunkBytes?: number }): AsyncIterable<Buffer>;
   /**
    * Reads bytes [begin, end) of a blob, exactly `end - begin` of them.
    * Errors: EINVAL (range outside 0..desc.size), ETRUNCATED, ENOENT, EIO.
    * A range cannot be checked against the blob's digest; callers verify
-   * what they derive from it.
+   * what they derive from it. The Buffer is the caller's own: the source
+   * keeps no reference to it (the source tier frees it early).
    */
   readBlobRange(desc: Descriptor, begin: number, end: number): Promise<Buffer>;
   /** Releases files, sockets and timers. The source is unusable afterwards. */

@@ -9,8 +9,15 @@ export class ByteLru<K> {
   private readonly map = new Map<K, Buffer>();
   private total = 0;
 
-  /** @param budget most bytes held (0 disables the cache) */
-  constructor(private readonly budget: number) {}
+  /**
+   * @param budget most bytes held (0 disables the cache)
+   * @param onDrop called with each value that leaves the cache (evicted,
+   *   replaced by another value, deleted or cleared), once it is out
+   */
+  constructor(
+    private readonly budget: number,
+    private readonly onDrop?: (value: Buffer) => void,
+  ) {}
 
   get(key: K): Buffer | undefined {
     const value = this.map.get(key);
@@ -27,6 +34,7 @@ export class ByteLru<K> {
     if (old !== undefined) {
       this.total -= old.length;
       this.map.delete(key);
+      if (old !== value) this.onDrop?.(old);
     }
     if (value.length > this.budget) return;
     this.map.set(key, value);
@@ -35,6 +43,7 @@ export class ByteLru<K> {
       if (this.total <= this.budget) break;
       this.map.delete(k);
       this.total -= v.length;
+      this.onDrop?.(v);
     }
   }
 
@@ -43,6 +52,7 @@ export class ByteLru<K> {
     if (old !== undefined) {
       this.total -= old.length;
       this.map.delete(key);
+      this.onDrop?.(old);
     }
   }
 
@@ -52,6 +62,7 @@ export class ByteLru<K> {
       if (match(k)) {
         this.map.delete(k);
         this.total -= v.length;
+        this.onDrop?.(v);
       }
     }
   }
@@ -61,7 +72,9 @@ export class ByteLru<K> {
   }
 
   clear(): void {
+    const values = [...this.map.values()];
     this.map.clear();
     this.total = 0;
+    if (this.onDrop) for (const v of values) this.onDrop(v);
   }
 }

@@ -65,11 +65,20 @@ export interface FillContext {
 }
 
 const GUNZIP_CHUNK = 256 * 1024;
+/**
+ * Compressed bytes per chunk read from a blob file. A 1 MiB chunk (the
+ * layout source's default) stays alive while gunzip turns it into eight
+ * output chunks, long enough to outlive the scavenges the memory governor
+ * runs and be promoted, so its memory waited for a full collection:
+ * measured filling the demo image's layers, the external memory peaked at
+ * 21-23 MiB with 1 MiB chunks and 11-13 MiB with 128 KiB ones, as fast.
+ */
+const BLOB_CHUNK = 128 * 1024;
 
 /** The blob's uncompressed bytes, streamed. Errors: the source's (EDIGEST, ETRUNCATED, EIO), ECORRUPT for bad gzip. */
 async function* fromSource(source: ImageSource, layer: FillLayer, ctx: FillContext): AsyncIterable<Buffer> {
   const counted = async function* (): AsyncIterable<Buffer> {
-    for await (const chunk of source.openBlob(layer.descriptor)) {
+    for await (const chunk of source.openBlob(layer.descriptor, { chunkBytes: BLOB_CHUNK })) {
       ctx.stats.wireBytes += chunk.length;
       yield chunk;
     }

@@ -24,6 +24,7 @@
  * read with a ClipError (EIO, ETRUNCATED, ECORRUPT, EDIGEST): no bytes.
  */
 import { ClipError } from '../errors';
+import { native } from '../native';
 import { LayerReader } from '../engine/layer';
 import type { Descriptor, ImageSource } from '../oci';
 import { ByteLru } from './byte-lru';
@@ -59,6 +60,8 @@ export class SourceTier {
   /** Fetches in flight: key -> the prefix up to `until` they will give. */
   private readonly fetching = new Map<string, { until: number; bytes: Promise<Buffer> }>();
   private readonly flight = new Singleflight<string, Buffer>();
+  /** Inflates in flight, by interval key: settle when it is done (either way). */
+  private readonly inflating = new Map<string, Promise<void>>();
 
   /**
    * @param source opens the image source on first use
@@ -72,8 +75,19 @@ export class SourceTier {
   ) {
     // Fetched bytes are the ones that cost a round trip to the source if
     // dropped; inflated ones only cost CPU to remake from them.
-    this.intervals = new ByteLru(Math.floor(memoryBytes / 2));
+    // An inflated prefix that leaves the cache is freed at once (it is
+    // replaced by a longer one as an interval is read on, many MiB a
+    // second on a cold walk, and would otherwise wait, promoted, for a full
+    // collection: memory.ts). Safe because every reader of one copies out
+    // of it without waiting on anything but promise reactions (read()),
+    // and a cache change needs an inflate to finish: a later turn.
+    this.intervals = new ByteLru(Math.floor(memoryBytes / 2), (dropped) => native.releaseBuffer(dropped));
     this.fetched = new ByteLru(Math.floor(memoryBytes / 2));
+  }
+
+  /** Bytes held in the in-memory LRUs: inflated and fetched interval prefixes. */
+  get cachedBytes(): { inflated: number; fetched: number } {
+    return { inflated: this.intervals.bytes, fetched: this.fetched.bytes };
   }
 
   private layerState(layer: SourceLayer): LayerState {
@@ -106,25 +120,31 @@ export class SourceTier {
       at = to;
     }
     let fromMemory = true;
-    const datas = await Promise.all(
+    // A copy (callers may keep it), each piece copied as soon as it is
+    // there: an inflated prefix may be freed once the cache drops it, so
+    // none is held across a wait for another piece.
+    const out = Buffer.allocUnsafe(length);
+    const copy = (p: (typeof pieces)[number], at: number, data: Buffer) => {
+      // Never seen; guards the early free above: a freed prefix has no bytes.
+      if (data.copy(out, at, p.from, p.to) !== p.to - p.from) {
+        throw new ClipError('EIO', `layer ${layer.index}: interval ${p.iv.index}'s inflated bytes went away while being read`);
+      }
+    };
+    let at = 0;
+    await Promise.all(
       pieces.map((p) => {
         const key = `${layer.index}:${p.iv.index}`;
+        const outAt = at;
+        at += p.to - p.from;
         const cached = this.intervals.get(key);
-        if (cached && cached.length >= p.to) return cached;
+        if (cached && cached.length >= p.to) {
+          copy(p, outAt, cached);
+          return undefined;
+        }
         fromMemory = false;
-        return this.intervalPrefix(layer, p.iv, key, p.to);
+        return this.intervalPrefix(layer, p.iv, key, p.to).then((data) => copy(p, outAt, data));
       }),
     );
-    let out: Buffer;
-    if (pieces.length === 1) {
-      out = Buffer.from(datas[0].subarray(pieces[0].from, pieces[0].to)); // a copy: callers may keep it
-    } else {
-      out = Buffer.allocUnsafe(length);
-      let written = 0;
-      pieces.forEach((p, i) => {
-        written += datas[i].copy(out, written, p.from, p.to);
-      });
-    }
     (fromMemory ? this.memoryMetrics : this.metrics).hit(length, since(start));
     return out;
   }
@@ -177,7 +197,14 @@ export class SourceTier {
     if (!running && done && iv.begin + done.length >= until) return Promise.resolve(done);
     const from = this.fetchedUntil(iv, key);
     const base = running ? running.bytes : Promise.resolve(done ?? Buffer.alloc(0));
-    const bytes = Promise.all([base, this.fetch(source, layer, from, until)]).then(([head, tail]) => Buffer.concat([head, tail]));
+    const bytes = Promise.all([base, this.fetch(source, layer, from, until)]).then(([head, tail]) => {
+      if (head.length === 0) return tail;
+      const whole = Buffer.concat([head, tail]);
+      // The source's Buffer is ours (readBlobRange) and copied now: freed at
+      // once rather than at a full collection (memory.ts).
+      native.releaseBuffer(tail);
+      return whole;
+    });
     const entry = { until, bytes };
     this.fetching.set(key, entry);
     const settle = (fetched?: Buffer) => {
@@ -199,8 +226,25 @@ export class SourceTier {
       compressed = await this.compressedPrefix(source, layer, iv, key, until);
       // Inflate all that the fetched proofs give, not just what this read needs.
       const { reach } = table.prefixWithin(iv, iv.begin + compressed.length);
+      // One inflate per interval at a time, and none whose output is there
+      // already: concurrent misses of one interval (the kernel's read-ahead
+      // of a large file) each used to inflate it from its checkpoint, each
+      // into a Buffer of its own, as fast as the fetches landed; measured on
+      // a cold walk, those dead Buffers were most of the mount's peak.
+      for (let turn = this.inflating.get(key); turn; turn = this.inflating.get(key)) await turn;
+      const inflated = this.intervals.get(key);
+      if (inflated && iv.start + inflated.length >= reach) return inflated;
+      const inflate = reader.readFrom(compressed, iv.begin, iv.start, reach - iv.start);
+      const done = inflate.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.inflating.set(key, done);
+      void done.then(() => {
+        if (this.inflating.get(key) === done) this.inflating.delete(key);
+      });
       try {
-        data = await reader.readFrom(compressed, iv.begin, iv.start, reach - iv.start);
+        data = await inflate;
         break;
       } catch (e) {
         const err = e as ClipError;

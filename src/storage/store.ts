@@ -30,6 +30,7 @@ import { ClipArchive, ArchiveStat, ROOT_INO } from '../archive/reader';
 import { checkOptions } from '../engine/options';
 import { ClipError, isClipError } from '../errors';
 import { log } from '../log';
+import { traceGauge } from '../mount/memory';
 import { openImageSource, parseImageReference } from '../oci';
 import type { Credentials, Descriptor, ImageSource } from '../oci';
 import { defaultCacheDir, diffIdHex, DiskCache, PinnedLayer } from './disk-cache';
@@ -143,6 +144,7 @@ export class LayerStore {
   private readonly abort = new AbortController();
   private sourcePromise: Promise<ImageSource> | null = null;
   private closed = false;
+  private readonly untrace: Array<() => void>;
 
   private constructor(
     archive: ClipArchive,
@@ -162,6 +164,10 @@ export class LayerStore {
         })
       : null;
     this.sourceTier = new SourceTier(() => this.openSource(), this.memory, memoryBytes - Math.floor(memoryBytes / 3));
+    this.untrace = [
+      traceGauge('sourceInflated', () => this.sourceTier.cachedBytes.inflated),
+      traceGauge('sourceFetched', () => this.sourceTier.cachedBytes.fetched),
+    ];
     this.layers = archive.layers().map((l, index) => {
       const hex = diffIdHex(l.diffId);
       const descriptor: Descriptor = { mediaType: l.mediaType, digest: l.digest, size: l.compressedSize };
@@ -592,6 +598,7 @@ export class LayerStore {
     if (this.closed) return;
     this.closed = true;
     this.abort.abort();
+    for (const remove of this.untrace) remove();
     await Promise.allSettled(this.fills.pending());
     await Promise.allSettled(this.uploads.pending());
     await Promise.allSettled(this.probes.pending());
