@@ -71,6 +71,16 @@ constexpr uint64_t kMinStepInput = 64;
 // the engine has already swallowed (ISA-L holds up to 328 header bytes plus
 // 8 bytes of bit buffer).
 constexpr size_t kRecentInput = 1024;
+// The engine sees the blob in segments of this many bytes, cut at fixed
+// blob offsets (k * kSegment), whatever chunks the caller pushes. Every
+// decision of the pass (where normal-mode calls stop, where a boundary
+// search starts and how it slices and strides, which block boundaries ISA-L
+// stops inside) depends on where the engine's input ends; feeding it fixed
+// segments makes the index a function of the blob bytes and the settings
+// alone (docs/format.md promises byte-identical archives). Large enough
+// that segment ends cost nothing measurable; a file read (1 MiB) is whole
+// segments and is never copied.
+constexpr size_t kSegment = 128 * 1024;
 // Captured input beyond which pending checkpoints give up on sparse windows.
 constexpr size_t kMaxCapture = 4 * 1024 * 1024;
 
@@ -188,7 +198,26 @@ class CheckpointingInflater::Impl {
     if (phase_ == Phase::kDead) Fail(ErrorCode::kInvalidArgument, "inflater used after an error");
     if (finished_) Fail(ErrorCode::kInvalidArgument, "inflater fed after Finish()");
     try {
-      Process(data, len);
+      // Re-cut the input into the fixed segments (see kSegment): whole
+      // segments inside `data` go through as they are, the pieces of a
+      // segment split across pushes are gathered in staged_ first.
+      while (len > 0) {
+        const size_t at = static_cast<size_t>(fed_ % kSegment);
+        if (at == 0 && len >= kSegment) {
+          fed_ += kSegment;
+          Process(data, kSegment);
+          data += kSegment;
+          len -= kSegment;
+          continue;
+        }
+        if (staged_.empty()) staged_.resize(kSegment);
+        const size_t n = std::min(len, kSegment - at);
+        std::memcpy(staged_.data() + at, data, n);
+        fed_ += n;
+        data += n;
+        len -= n;
+        if (at + n == kSegment) Process(staged_.data(), kSegment);
+      }
     } catch (...) {
       phase_ = Phase::kDead;
       throw;
@@ -197,6 +226,16 @@ class CheckpointingInflater::Impl {
 
   void Finish() {
     if (phase_ == Phase::kDead) Fail(ErrorCode::kInvalidArgument, "inflater used after an error");
+    if (finished_) return;
+    // The last, partial segment.
+    if (const size_t rest = static_cast<size_t>(fed_ % kSegment); rest > 0) {
+      try {
+        Process(staged_.data(), rest);
+      } catch (...) {
+        phase_ = Phase::kDead;
+        throw;
+      }
+    }
     if (phase_ == Phase::kBetweenMembers || phase_ == Phase::kPadding) {
       finished_ = true;
       if (retire_ && write_ > handed_from_) retire_(std::move(buffer_), handed_from_, write_);
@@ -229,7 +268,7 @@ class CheckpointingInflater::Impl {
     return in_pos_ > kRecentInput + 1 ? in_pos_ - kRecentInput - 1 : 0;
   }
 
-  uint64_t compressed_consumed() const { return in_pos_; }
+  uint64_t compressed_consumed() const { return fed_; }
   uint64_t uncompressed_produced() const { return out_pos_; }
 
  private:
@@ -590,6 +629,8 @@ class CheckpointingInflater::Impl {
   Phase phase_ = Phase::kHeader;
   bool finished_ = false;  // Finish() succeeded
 
+  uint64_t fed_ = 0;          // blob bytes pushed; in_pos_ trails it by the staged part of a segment
+  std::vector<uint8_t> staged_;  // the segment fed_ is in, up to fed_ (allocated on first use)
   uint64_t in_pos_ = 0;   // blob bytes consumed
   uint64_t out_pos_ = 0;  // uncompressed bytes produced (all handed to the sink)
   uint64_t members_ = 0;  // members whose deflate data ended

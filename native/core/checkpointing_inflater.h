@@ -2,7 +2,9 @@
 // uncompressed stream and the CheckpointIndex at the same time.
 //
 // Compressed bytes are pushed in arbitrary chunks (a file read, a network
-// packet); uncompressed bytes come out in order through the sink. Memory is
+// packet); the engine sees them re-cut into fixed 128 KiB segments of the
+// blob, so the checkpoints, proofs and output calls are the same however
+// the blob was chunked. Uncompressed bytes come out in order through the sink. Memory is
 // bounded whatever the stream size: a ~1 MiB output buffer, the engine
 // state, and for checkpoints still being finished their 32 KiB windows and
 // the compressed bytes after them (a few MiB at most). Pushed chunks are
@@ -137,9 +139,12 @@ class CheckpointingInflater {
   void HandOffOutputBuffers(OutputBufferSource take, RetiredOutputSink retire);
 
   // Inflates `len` more compressed bytes. Calls the sinks zero or more times.
-  // Throws CoreError (kCorrupt) on bad data; after a throw the inflater is dead.
+  // Throws CoreError (kCorrupt) on bad data, from the call that completes
+  // the bad bytes' segment (Finish for the last one); after a throw the
+  // inflater is dead.
   void Feed(const uint8_t* data, size_t len);
-  // Declares the end of input. Throws kTruncated if the last member is
+  // Declares the end of input: inflates the last, partial segment (and may
+  // throw kCorrupt for it, like Feed). Throws kTruncated if the last member is
   // incomplete (or no member at all was seen). Feed after Finish throws
   // kInvalidArgument.
   void Finish();
