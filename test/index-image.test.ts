@@ -22,9 +22,9 @@ import { LayerReader } from '../src/engine/layer';
 import { ClipArchive } from '../src/archive/reader';
 import { indexImage, IndexImageResult } from '../src/index/build';
 import { log } from '../src/log';
-import { rejectsWith, sh } from './fixtures';
+import { rejectsWith, rng, sh } from './fixtures';
 import { appendLayer, buildRichImage, Json, layerBlobPath, PathRecord, python, readJsonBlob, rewriteImage, walkTree } from './images';
-import { buildTinyImage, demoLayout, scratchDir, startRegistry, RegistryHandle } from './registry-harness';
+import { buildTinyImage, demoLayout, FaultProxy, ProxyAction, scratchDir, startFaultProxy, startRegistry, RegistryHandle } from './registry-harness';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 
@@ -226,6 +226,66 @@ describe('indexImage matches umoci unpack', () => {
     const again = await indexImage(`oci:${layout}:t`, { output: path.join(work, 'again.clip'), concurrency: 1 });
     assert.ok(fs.readFileSync(again.output).equals(fs.readFileSync(fromLayout.output)));
   });
+});
+
+describe('indexImage is a function of the image bytes, however its blobs arrive', () => {
+  // docs/format.md: the same image and settings give byte-identical
+  // archives. A registry download is chunked however the network does, so
+  // the archive from the layout (file reads) must equal the ones from the
+  // registry, directly and through a proxy that re-cuts every blob body into
+  // odd-sized and random pieces.
+  let work: string;
+  let registry: RegistryHandle;
+  let proxy: FaultProxy;
+  before(async () => {
+    work = scratchDir('clip-chunking-');
+    registry = await startRegistry();
+    await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
+    proxy = await startFaultProxy(registry.url);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await registry?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  for (const engine of ['isal', 'zlib'] as const) {
+    it(`gives byte-identical archives however the registry chunks the blobs (${engine})`, async () => {
+      const random = rng(20261122); // seeded: the same "network" every run
+      const chunkings: Array<[string, ProxyAction]> = [
+        ['as the registry sends it', { kind: 'forward' }],
+        ['4093-byte pieces', { kind: 'rechunk', pieceSize: () => 4093 }],
+        ['65537-byte pieces', { kind: 'rechunk', pieceSize: () => 65537 }],
+        ['random pieces', { kind: 'rechunk', pieceSize: () => 1 + Math.floor(random() * 100_000) }],
+      ];
+      // The archive names its reference, so archives compare whole only
+      // through the same host; the layout's (1 MiB file reads) compares layer by layer.
+      const archives: Array<[string, Buffer]> = [];
+      for (const [name, action] of chunkings) {
+        proxy.setHandler((req) => (req.path.includes('/blobs/') ? action : { kind: 'forward' }));
+        const result = await indexImage(`${proxy.host}/demo:bookworm`, { output: path.join(work, `${engine}-${archives.length}.clip`), insecure: true, engine });
+        archives.push([name, fs.readFileSync(result.output)]);
+      }
+      proxy.setHandler(() => ({ kind: 'forward' }));
+      for (const [name, bytes] of archives.slice(1)) {
+        assert.ok(bytes.equals(archives[0][1]), `${engine}: the archive from ${name} differs from the one ${archives[0][0]}`);
+      }
+      const fromLayout = await indexImage(`oci:${demoLayout()}:bookworm`, { output: path.join(work, `${engine}-layout.clip`), engine });
+      const a = ClipArchive.open(fromLayout.output);
+      const b = ClipArchive.open(path.join(work, `${engine}-0.clip`));
+      try {
+        const layers = a.layers().length;
+        assert.ok(layers > 0);
+        assert.equal(b.layers().length, layers);
+        for (let i = 0; i < layers; i++) {
+          assert.ok(a.checkpoints(i).equals(b.checkpoints(i)), `${engine}: layer ${i}'s checkpoints from the layout differ from the registry's`);
+        }
+      } finally {
+        a.close();
+        b.close();
+      }
+    });
+  }
 });
 
 describe('indexImage on the demo Debian image', () => {

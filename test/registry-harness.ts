@@ -386,6 +386,12 @@ export type ProxyAction =
   | { kind: 'truncate'; after: number }
   /** Forward, but stop sending after `after` body bytes and hold the connection open. */
   | { kind: 'stall'; after: number }
+  /**
+   * Forward, re-cutting the body into pieces of the sizes `pieceSize` returns
+   * (called once per piece), each written on its own event-loop turn so
+   * the client tends to receive them apart: a body chunked unlike upstream's.
+   */
+  | { kind: 'rechunk'; pieceSize: () => number }
   /** Forward, with the body byte at `at` XOR-ed with 0xff. */
   | { kind: 'corrupt'; at: number }
   /** Answer with a redirect to `location`. */
@@ -437,6 +443,8 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
       (upRes) => {
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);
         let offset = 0;
+        let rechunking = false; // a 'rechunk' piece is still to be written
+        let upstreamEnded = false;
         upRes.on('data', (chunk: Buffer) => {
           if (action.kind === 'truncate') {
             const keep = Math.max(0, Math.min(chunk.length, action.after - offset));
@@ -458,6 +466,26 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
             if (offset >= action.after && !upRes.destroyed) upRes.destroy(); // and never end res
             return;
           }
+          if (action.kind === 'rechunk') {
+            // Pause upstream while this chunk goes out piece by piece, one per turn.
+            upRes.pause();
+            offset += chunk.length;
+            bodyBytes += chunk.length;
+            rechunking = true;
+            const writeFrom = (at: number): void => {
+              if (at >= chunk.length) {
+                rechunking = false;
+                if (upstreamEnded) res.end();
+                else upRes.resume();
+                return;
+              }
+              const end = Math.min(chunk.length, at + Math.max(1, action.pieceSize()));
+              res.write(chunk.subarray(at, end));
+              setImmediate(writeFrom, end);
+            };
+            writeFrom(0);
+            return;
+          }
           if (action.kind === 'corrupt' && action.at >= offset && action.at < offset + chunk.length) {
             chunk = Buffer.from(chunk);
             chunk[action.at - offset] ^= 0xff;
@@ -467,7 +495,8 @@ export async function startFaultProxy(target: string, options: { addHeaders?: Re
           res.write(chunk);
         });
         upRes.on('end', () => {
-          if (action.kind !== 'stall') res.end();
+          upstreamEnded = true;
+          if (action.kind !== 'stall' && !rechunking) res.end();
         });
         upRes.on('error', () => res.socket?.destroy());
       },
