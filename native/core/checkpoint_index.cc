@@ -40,13 +40,6 @@ constexpr uint32_t kMaxStoredOverhead = 64;
 
 // ---- window codec ---------------------------------------------------------
 
-// Per-thread ISA-L level-1 compressor: the stream and its level buffer are
-// ~350 KiB, too much to set up per window.
-struct WindowDeflater {
-  isal_zstream stream;
-  std::unique_ptr<uint8_t[]> level_buffer = std::make_unique<uint8_t[]>(ISAL_DEF_LVL1_DEFAULT);
-};
-
 // Raw deflate with zlib at `level` (0 = stored blocks); empty on failure.
 std::vector<uint8_t> ZlibDeflate(std::span<const uint8_t> window, int level) {
   std::vector<uint8_t> out(deflateBound(nullptr, static_cast<uLong>(window.size())) + 64);
@@ -64,29 +57,16 @@ std::vector<uint8_t> ZlibDeflate(std::span<const uint8_t> window, int level) {
   return out;
 }
 
+// Windows are compressed with zlib, whose output is a function of its input
+// and level alone: archives must be byte-identical for the same image and
+// settings. (ISA-L's level-1 stateless compressor was faster but gave the
+// same window different, equally valid bytes from run to run.) Sparse
+// windows are mostly zeros, so level 1 is quick and small.
 std::vector<uint8_t> CompressWindow(std::span<const uint8_t> window) {
   if (window.empty()) return {};
-  thread_local std::unique_ptr<WindowDeflater> deflater;
-  if (!deflater) deflater = std::make_unique<WindowDeflater>();
-  std::vector<uint8_t> out(window.size() + kMaxStoredOverhead);
-  isal_zstream& z = deflater->stream;
-  isal_deflate_stateless_init(&z);
-  z.level = 1;
-  z.level_buf = deflater->level_buffer.get();
-  z.level_buf_size = ISAL_DEF_LVL1_DEFAULT;
-  z.gzip_flag = IGZIP_DEFLATE;
-  z.end_of_stream = 1;
-  z.flush = NO_FLUSH;
-  z.next_in = const_cast<uint8_t*>(window.data());  // ISA-L never writes the input
-  z.avail_in = static_cast<uint32_t>(window.size());
-  z.next_out = out.data();
-  z.avail_out = static_cast<uint32_t>(out.size());
-  if (isal_deflate_stateless(&z) == COMP_OK) {
-    out.resize(z.total_out);
-    return out;
-  }
+  std::vector<uint8_t> out = ZlibDeflate(window, 1);
   // Incompressible: stored blocks always fit the bound Deserialize checks.
-  out = ZlibDeflate(window, 0);
+  if (out.empty() || out.size() > window.size() + kMaxStoredOverhead) out = ZlibDeflate(window, 0);
   if (out.empty() || out.size() > window.size() + kMaxStoredOverhead) {
     Fail(ErrorCode::kNoMemory, "cannot compress a checkpoint window");
   }

@@ -888,6 +888,13 @@ void CheckIndexIgnoresChunking(const Bytes& blob, uint64_t spacing, bool single_
           if (field) {
             what = "checkpoint " + std::to_string(k) + "'s " + field + " (at " + std::to_string(x.uncompressed_offset) +
                    " vs " + std::to_string(y.uncompressed_offset) + ")";
+            if (x.stored_window != y.stored_window) {
+              // Same window compressed to other bytes, or another window?
+              std::vector<uint8_t> wx, wy;
+              a.LoadWindow(k, wx);
+              b.LoadWindow(k, wy);
+              what += wx == wy ? ": the same window, compressed differently" : ": different window contents";
+            }
             break;
           }
         }
