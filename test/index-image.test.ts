@@ -24,7 +24,7 @@ import { indexImage, IndexImageResult } from '../src/index/build';
 import { log } from '../src/log';
 import { rejectsWith, rng, sh } from './fixtures';
 import { appendLayer, buildRichImage, Json, layerBlobPath, PathRecord, python, readJsonBlob, rewriteImage, walkTree } from './images';
-import { buildTinyImage, demoLayout, FaultProxy, ProxyAction, scratchDir, startFaultProxy, startRegistry, RegistryHandle } from './registry-harness';
+import { buildTinyImage, demoInRegistry, demoLayout, FaultProxy, ProxyAction, scratchDir, startRegistry, RegistryHandle } from './registry-harness';
 
 const CLI = path.resolve(__dirname, '../src/cli/main.js');
 
@@ -238,10 +238,7 @@ describe('indexImage is a function of the image bytes, however its blobs arrive'
   let registry: RegistryHandle;
   let proxy: FaultProxy;
   before(async () => {
-    work = scratchDir('clip-chunking-');
-    registry = await startRegistry();
-    await registry.push(`oci:${demoLayout()}:bookworm`, 'demo:bookworm');
-    proxy = await startFaultProxy(registry.url);
+    ({ work, registry, proxy } = await demoInRegistry('clip-chunking-'));
   });
   after(async () => {
     await proxy?.stop();

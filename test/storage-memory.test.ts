@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { indexImage } from '../src/index/build';
 import { log } from '../src/log';
 import { native } from '../src/native';
 import { ByteLru } from '../src/storage/byte-lru';
 import { LayerStore } from '../src/storage/store';
 import { debianRootfs, rng } from './fixtures';
-import { demoLayout, scratchDir } from './registry-harness';
+import { demoArchive } from './mount-helpers';
+import { scratchDir } from './registry-harness';
 
 log.level = process.env.CLIP_LOG_LEVEL ?? 'warn';
 
@@ -74,8 +74,7 @@ describe('the source tier with a cache that keeps dropping what it inflated', ()
   let work: string;
   before(async () => {
     work = scratchDir('clip-storage-memory-');
-    archivePath = path.join(work, 'demo.clip');
-    await indexImage(`oci:${demoLayout()}:bookworm`, { output: archivePath });
+    archivePath = await demoArchive();
   });
 
   test('concurrent overlapping reads of a 50 MB file return its bytes', async () => {
