@@ -24,7 +24,12 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++14"],
       "cflags_cc": ["-isystem", "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")", "-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Wshadow", "-fvisibility=hidden", "-O2", "-g", "<!@(pkg-config --cflags fuse3)"],
-      "libraries": ["-lisal", "-lz", "-lcrypto", "-lpthread", "<!@(pkg-config --libs fuse3)"],
+      # No -lcrypto: node exports its own OpenSSL (and zlib), and those
+      # symbols already win over a library's in the process's lookup order.
+      # Linking the system libcrypto only loaded a second, unused copy: 1.4
+      # MiB of a mount's RSS. native/Makefile's builds, which have no node,
+      # link it.
+      "libraries": ["-lisal", "-lz", "-lpthread", "<!@(pkg-config --libs fuse3)"],
       "conditions": [
         ["clip_sanitize==1", {
           "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"],

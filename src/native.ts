@@ -68,6 +68,33 @@ export interface RawLayerIndexer {
   finish(): Promise<RawLayerIndex>;
 }
 
+/** Options of a disk-cache fill (native/binding/layer_fill_binding.cc). */
+export interface RawLayerFillOptions {
+  format: 'gzip' | 'tar';
+  uncompressedSize: number;
+  diffId: string;
+  /** With blobSize: the blob's digest, checked at finish() (for pushFile: nothing else sees the bytes). */
+  blobDigest?: string;
+  blobSize?: number;
+  engine?: 'isal' | 'zlib';
+  name?: string;
+}
+
+/**
+ * Writes a layer's tar stream into a file descriptor while inflating and
+ * hashing it on a libuv thread: blob chunks go in, nothing comes back.
+ * One call pending at a time. finish() rejects EDIGEST unless the stream
+ * had the recorded size and diff_id (and the blob its digest); ECORRUPT,
+ * ETRUNCATED for bad gzip; EIO for a failed write (ENOSPC named), a read
+ * of pushFile's blob, or cancel().
+ */
+export interface RawLayerFill {
+  push(chunk: Buffer): Promise<void>;
+  pushFile(path: string): Promise<void>;
+  finish(): Promise<void>;
+  cancel(): void;
+}
+
 export interface RawLayerReader {
   read(offset: number, length: number): Promise<Buffer>;
   readFrom(compressed: Buffer, base: number, offset: number, length: number): Promise<Buffer>;
@@ -79,11 +106,17 @@ export interface NativeBinding {
   setErrorClass(ctor: typeof ClipError): void;
   indexLayerFile(path: string, options: RawIndexOptions): Promise<RawLayerIndex>;
   LayerIndexer: new (options: RawIndexOptions) => RawLayerIndexer;
+  LayerFill: new (fd: number, options: RawLayerFillOptions) => RawLayerFill;
   LayerReader: new (checkpoints: Buffer, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
   /** malloc_trim(0): hands the free pages of every malloc arena back to the kernel; true if any were. */
   trimMemory(): boolean;
   /** Frees a Buffer that spans its whole ArrayBuffer now (detaches it: length 0 after); false when it is not one. */
   releaseBuffer(buffer: Buffer): boolean;
+  /**
+   * mallopt(M_MMAP_THRESHOLD) and M_TRIM_THRESHOLD: allocations of `bytes`
+   * or more get pages of their own that free() returns at once.
+   */
+  tuneMalloc(bytes: number): boolean;
   /** glibc's mallinfo2() over all arenas (for the memory trace). */
   mallocStats(): { arenaBytes: number; mmappedBytes: number; inUseBytes: number; freeBytes: number };
   engines: string[];

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { indexImage } from '../src/index/build';
 import { log } from '../src/log';
+import { OciLayoutSource } from '../src/oci';
 import { LayerStore } from '../src/storage/store';
 import { debianRootfs, rejectsWith } from './fixtures';
 import { demoLayout, scratchDir } from './registry-harness';
@@ -140,5 +141,39 @@ describe('disk cache faults', () => {
     assert.equal(fa.foundCached + fb.foundCached, 1);
     assert.equal(fa.wireBytes + fb.wireBytes, fs.statSync(path.join(demoLayout(), 'blobs', 'sha256', JSON.parse(fs.readFileSync(path.join(demoLayout(), 'blobs', 'sha256', JSON.parse(fs.readFileSync(path.join(demoLayout(), 'index.json'), 'utf8')).manifests[0].digest.slice(7)), 'utf8')).layers[0].digest.slice(7))).size, 'the blob was streamed once');
     assert.equal(listLayerDir(cacheDir).length, 1);
+  });
+
+  test('a layout blob changed in place (same size, same tar stream) is not cached: EDIGEST, no partial file', async () => {
+    // Byte 4 of a gzip member is its MTIME: gunzip gives the same tar stream,
+    // so only the blob's digest, checked by the addon as it reads the file
+    // (no bytes of a layout's blob pass through JavaScript), can catch it.
+    const layout = path.join(work, 'changed-oci');
+    execFileSync('cp', ['-r', demoLayout(), layout]);
+    const store = await LayerStore.open({ archive: archivePath, cacheDir: path.join(work, 'changed-cache'), prefetch: 'none', source: await OciLayoutSource.open(layout) });
+    try {
+      const blob = path.join(layout, 'blobs', 'sha256', store.archive.layers()[0].digest.slice(7));
+      const fd = fs.openSync(blob, 'r+');
+      fs.writeSync(fd, Buffer.from([0x5a]), 0, 1, 4);
+      fs.closeSync(fd);
+      await rejectsWith(store.whenCached(0), 'EDIGEST', /the blob is \d+ bytes hashing to sha256:/);
+      assert.deepEqual(listLayerDir(path.join(work, 'changed-cache')), [], 'nothing cached, no partial file');
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('closing the store stops a running fill at once (EBUSY) and removes its partial file', async () => {
+    const cacheDir = path.join(work, 'closing');
+    const store = await LayerStore.open({ archive: archivePath, cacheDir, prefetch: 'none' });
+    const filling = store.whenCached(0);
+    // Until the partial file has bytes: the addon is reading the blob file.
+    const deadline = Date.now() + 10_000;
+    const partialBytes = () => listLayerDir(cacheDir).filter((n) => n.includes('.partial-')).reduce((sum, n) => sum + fs.statSync(path.join(layerDir(cacheDir), n)).size, 0);
+    while (partialBytes() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(partialBytes() > 0, 'the fill started');
+    const started = Date.now();
+    await Promise.all([rejectsWith(filling, 'EBUSY'), store.close()]);
+    assert.ok(Date.now() - started < 1000, `stopped in ${Date.now() - started} ms`);
+    assert.deepEqual(listLayerDir(cacheDir), []);
   });
 });

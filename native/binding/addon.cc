@@ -6,6 +6,7 @@
 #include "archive_binding.h"
 #include "errors.h"
 #include "fs_binding.h"
+#include "layer_fill_binding.h"
 #include "layer_index_binding.h"
 #include "layer_reader_binding.h"
 #include "memory_binding.h"
@@ -25,6 +26,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function reader = LayerReaderWrap::Define(env);
   data->layer_reader = Napi::Persistent(reader);
   exports.Set("LayerReader", reader);
+  exports.Set("LayerFill", LayerFillWrap::Define(env));
   exports.Set("ArchiveReader", ArchiveReaderWrap::Define(env));
   exports.Set("MountSession", MountSessionWrap::Define(env));
   RegisterFsFunctions(env, exports);

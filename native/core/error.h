@@ -8,8 +8,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace clip::core {
 
@@ -39,5 +42,32 @@ class CoreError : public std::runtime_error {
 // Throws CoreError(code, message + " at offset N") when offset is given.
 [[noreturn]] void Fail(ErrorCode code, const std::string& message);
 [[noreturn]] void FailAt(ErrorCode code, const std::string& message, uint64_t offset);
+
+// The error state of a streaming job (an indexer, a fill): Run(body) runs
+// `body`, prefixing any CoreError with the job's name (ENOMEM for
+// bad_alloc); once a call failed, every later call throws that first error
+// again, so a job left half-done by a throw is never fed on.
+class StickyError {
+ public:
+  explicit StickyError(std::string name) : name_(std::move(name)) {}
+
+  template <typename Body>
+  void Run(Body&& body) {
+    if (error_) std::rethrow_exception(error_);
+    try {
+      body();
+    } catch (const CoreError& e) {
+      error_ = std::make_exception_ptr(CoreError(e.code(), name_ + ": " + e.what()));
+      std::rethrow_exception(error_);
+    } catch (const std::bad_alloc&) {
+      error_ = std::make_exception_ptr(CoreError(ErrorCode::kNoMemory, name_ + ": out of memory"));
+      std::rethrow_exception(error_);
+    }
+  }
+
+ private:
+  std::string name_;
+  std::exception_ptr error_;
+};
 
 }  // namespace clip::core

@@ -363,7 +363,8 @@ class LayerIndexer::Impl {
   explicit Impl(LayerIndexOptions options)
       : options_(std::move(options)),
         side_(kSideQueueBytes, result_.checkpoints, options_.engine, CheckedProofSize(options_.proof_size)),
-        parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }) {
+        parser_([this](TarEntry&& entry) { OnEntry(std::move(entry)); }),
+        guard_(options_.name) {
     result_.checkpoints.proof_size = options_.proof_size;
   }
 
@@ -433,20 +434,9 @@ class LayerIndexer::Impl {
   uint64_t fed() const { return fed_; }
 
  private:
-  // Runs `body`, prefixing any CoreError with the layer's name; once failed,
-  // every later call throws the first error again.
   template <typename Body>
   void Guard(Body&& body) {
-    if (error_) std::rethrow_exception(error_);
-    try {
-      body();
-    } catch (const CoreError& e) {
-      error_ = std::make_exception_ptr(CoreError(e.code(), options_.name + ": " + e.what()));
-      std::rethrow_exception(error_);
-    } catch (const std::bad_alloc&) {
-      error_ = std::make_exception_ptr(CoreError(ErrorCode::kNoMemory, options_.name + ": out of memory"));
-      std::rethrow_exception(error_);
-    }
+    guard_.Run(std::forward<Body>(body));
   }
 
   void Decide() {
@@ -545,7 +535,7 @@ class LayerIndexer::Impl {
   uint64_t fed_ = 0;       // blob bytes
   uint64_t produced_ = 0;  // tar stream bytes
   std::map<uint64_t, uint64_t> proof_outputs_;  // measured proof end (blob offset) -> output_end
-  std::exception_ptr error_;
+  StickyError guard_;
 };
 
 LayerIndexer::LayerIndexer(LayerIndexOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

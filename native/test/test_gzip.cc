@@ -6,6 +6,7 @@
 // under TempDir(), and `gzip -dc` is the oracle for every byte. The >4 GiB
 // case reuses /var/cache/clip-native/zeros-4.3g.gz (made once if absent);
 // the "debian" case needs CLIP_DEBIAN_LAYER to name a real .tar.gz layer.
+#include <fcntl.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -24,7 +25,9 @@
 #include "../core/checkpointing_inflater.h"
 #include "../core/compressed_source.h"
 #include "../core/inflate_engine.h"
+#include "../core/layer_filler.h"
 #include "../core/layer_indexer.h"
+#include "../core/sha256.h"
 #include "../core/range_reader.h"
 #include "harness.h"
 
@@ -41,6 +44,8 @@ using clip::core::FileSource;
 using clip::core::InflateEngine;
 using clip::core::IndexLayerFile;
 using clip::core::Proof;
+using clip::core::LayerFillOptions;
+using clip::core::LayerFiller;
 using clip::core::LayerFormat;
 using clip::core::LayerIndex;
 using clip::core::LayerIndexer;
@@ -1355,5 +1360,157 @@ TEST(gzip_debian_layer) {
                 100.0 * static_cast<double>(serialized.size()) / static_cast<double>(file.size()),
                 static_cast<unsigned long long>(file.size()), seconds);
     std::fflush(stdout);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// LayerFiller: the disk cache's fill writes what gzip -dc gives, proves it,
+// and refuses every kind of bad stream with its code.
+
+namespace {
+
+std::string DigestOf(const Bytes& data) {
+  clip::core::Sha256 sha;
+  sha.Update(data.data(), data.size());
+  return sha.FinishDigest();
+}
+
+LayerFillOptions FillOptionsFor(const Bytes& blob, const Bytes& tar, InflateEngine engine, LayerFormat format) {
+  LayerFillOptions options;
+  options.engine = engine;
+  options.format = format;
+  options.uncompressed_size = tar.size();
+  options.diff_id = DigestOf(tar);
+  options.blob_digest = DigestOf(blob);
+  options.blob_size = blob.size();
+  options.name = "test layer";
+  return options;
+}
+
+struct OutFile {
+  explicit OutFile(const std::string& name) : path(Path(name)), fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
+    if (fd < 0) throw clip::test::Failure("cannot create " + path);
+  }
+  ~OutFile() { ::close(fd); }
+  std::string path;
+  int fd;
+};
+
+// Feeds `blob` in pieces of `chunk` bytes and finishes; returns the error code thrown (-1: none).
+int FillCode(const Bytes& blob, int fd, const LayerFillOptions& options, size_t chunk, std::string* message = nullptr) {
+  try {
+    LayerFiller filler(fd, options);
+    for (size_t at = 0; at < blob.size(); at += chunk) filler.Feed(blob.data() + at, std::min(chunk, blob.size() - at));
+    filler.Finish();
+    return -1;
+  } catch (const CoreError& e) {
+    if (message) *message = e.what();
+    return static_cast<int>(e.code());
+  }
+}
+
+}  // namespace
+
+TEST(fill_writes_gzip_dc_bytes) {
+  // Two members (pigz, then gzip -1), fed in odd chunkings and from the file, both engines.
+  Bytes first = Compress("fill-a.gz", SampleData(3000000, 5), "pigz -6");
+  Bytes second = Compress("fill-b.gz", SampleData(700000, 6), "gzip -1");
+  Bytes blob = first;
+  blob.insert(blob.end(), second.begin(), second.end());
+  WriteFile(Path("fill.gz"), blob);
+  const Bytes tar = Oracle(Path("fill.gz"));
+  for (InflateEngine engine : kEngines) {
+    const LayerFillOptions options = FillOptionsFor(blob, tar, engine, LayerFormat::kGzip);
+    for (size_t chunk : {size_t{1}, size_t{4093}, size_t{65537}, size_t{1} << 20}) {
+      if (chunk == 1 && engine == InflateEngine::kZlib) continue;  // one engine byte by byte is enough
+      OutFile out("fill.out");
+      CHECK_EQ(FillCode(blob, out.fd, options, chunk == 1 ? 1 : chunk), -1);
+      CHECK(ReadFile(out.path) == tar);
+    }
+    OutFile out("fill-file.out");
+    LayerFiller filler(out.fd, options);
+    std::atomic<bool> cancelled{false};
+    filler.FeedFile(Path("fill.gz"), cancelled);
+    filler.Finish();
+    CHECK_EQ(filler.blob_bytes(), blob.size());
+    CHECK_EQ(filler.written(), tar.size());
+    CHECK(ReadFile(out.path) == tar);
+  }
+}
+
+TEST(fill_plain_tar_passes_through) {
+  const Bytes tar = SampleData(1 << 20, 9);
+  const LayerFillOptions options = FillOptionsFor(tar, tar, InflateEngine::kIsal, LayerFormat::kTar);
+  OutFile out("fill-tar.out");
+  CHECK_EQ(FillCode(tar, out.fd, options, 100000), -1);
+  CHECK(ReadFile(out.path) == tar);
+}
+
+TEST(fill_refuses_bad_streams) {
+  const Bytes blob = Compress("fill-bad.gz", SampleData(1500000, 8), "gzip -6");
+  const Bytes tar = Oracle(Path("fill-bad.gz"));
+  for (InflateEngine engine : kEngines) {
+    const LayerFillOptions good = FillOptionsFor(blob, tar, engine, LayerFormat::kGzip);
+    OutFile out("fill-bad.out");
+    std::string message;
+    // A recorded diff_id the bytes do not hash to.
+    LayerFillOptions options = good;
+    options.diff_id = DigestOf(blob);
+    CHECK_EQ(FillCode(blob, out.fd, options, 65536, &message), static_cast<int>(ErrorCode::kDigestMismatch));
+    CHECK(message.find("test layer") == 0);
+    // A stream longer than recorded fails as soon as it grows past it, with nothing written beyond.
+    options = good;
+    options.uncompressed_size = tar.size() / 2;
+    CHECK_EQ(::ftruncate(out.fd, 0), 0);
+    CHECK_EQ(FillCode(blob, out.fd, options, 65536), static_cast<int>(ErrorCode::kDigestMismatch));
+    CHECK(ReadFile(out.path).size() <= tar.size() / 2);
+    // Shorter than recorded.
+    options = good;
+    options.uncompressed_size = tar.size() + 1;
+    CHECK_EQ(FillCode(blob, out.fd, options, 65536), static_cast<int>(ErrorCode::kDigestMismatch));
+    // Blob bytes that are not the descriptor's.
+    options = good;
+    options.blob_digest = DigestOf(tar);
+    CHECK_EQ(FillCode(blob, out.fd, options, 65536), static_cast<int>(ErrorCode::kDigestMismatch));
+    // Truncated and corrupt gzip.
+    const Bytes cut(blob.begin(), blob.begin() + static_cast<ptrdiff_t>(blob.size() / 2));
+    CHECK_EQ(FillCode(cut, out.fd, good, 65536), static_cast<int>(ErrorCode::kTruncated));
+    Bytes flipped = blob;
+    flipped[blob.size() / 3] ^= 0x55;
+    CHECK_EQ(FillCode(flipped, out.fd, good, 65536), static_cast<int>(ErrorCode::kCorrupt));
+    // A full disk: /dev/full fails every write with ENOSPC.
+    const int full = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+    CHECK(full >= 0);
+    CHECK_EQ(FillCode(blob, full, good, 65536, &message), static_cast<int>(ErrorCode::kIo));
+    ::close(full);
+    CHECK(message.find("ENOSPC") != std::string::npos);
+    // A missing blob file, and a cancelled one.
+    LayerFiller missing(out.fd, good);
+    std::atomic<bool> cancelled{false};
+    CHECK_THROWS_CODE(missing.FeedFile(Path("no-such.gz"), cancelled), ErrorCode::kIo);
+    CHECK_THROWS_CODE(missing.Finish(), ErrorCode::kIo);  // dead after an error
+    LayerFiller stopped(out.fd, good);
+    cancelled = true;
+    CHECK_THROWS_CODE(stopped.FeedFile(Path("fill-bad.gz"), cancelled), ErrorCode::kIo);
+  }
+}
+
+// With CLIP_DEBIAN_LAYER (selected by name like gzip_debian_layer): a real layer, filled from its file.
+TEST(fill_debian_layer) {
+  const char* layer = std::getenv("CLIP_DEBIAN_LAYER");
+  if (!layer || !*layer) throw clip::test::Failure("CLIP_DEBIAN_LAYER is not set: point it at a .tar.gz Debian layer");
+  MustRun(std::string("gzip -dc < '") + layer + "' > '" + Path("fill-debian.tar") + "'");
+  const Bytes tar = ReadFile(Path("fill-debian.tar"));
+  const Bytes blob = ReadFile(layer);
+  for (InflateEngine engine : kEngines) {
+    OutFile out("fill-debian.out");
+    LayerFiller filler(out.fd, FillOptionsFor(blob, tar, engine, LayerFormat::kGzip));
+    std::atomic<bool> cancelled{false};
+    auto start = std::chrono::steady_clock::now();
+    filler.FeedFile(layer, cancelled);
+    filler.Finish();
+    std::printf("  %s: filled %llu bytes in %.2f s\n", clip::core::InflateEngineName(engine),
+                static_cast<unsigned long long>(filler.written()), Seconds(start));
+    CHECK(ReadFile(out.path) == tar);
   }
 }

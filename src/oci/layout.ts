@@ -159,9 +159,7 @@ export class OciLayoutSource implements ImageSource {
     }
     try {
       // A size mismatch is known before any byte is read: fail before yielding.
-      const size = (await handle.stat()).size;
-      if (size < desc.size) throw new ClipError('ETRUNCATED', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
-      if (size > desc.size) throw new ClipError('EDIGEST', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
+      this.checkBlobSize(desc, (await handle.stat()).size);
       const stream = handle.createReadStream({ highWaterMark: options.chunkBytes ?? STREAM_CHUNK, autoClose: false, start: 0 });
       try {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -178,6 +176,25 @@ export class OciLayoutSource implements ImageSource {
     } finally {
       await handle.close();
     }
+  }
+
+  async localBlob(desc: Descriptor): Promise<string> {
+    this.checkOpen();
+    const file = this.blobPath(desc.digest);
+    let size: number;
+    try {
+      size = (await fs.promises.stat(file)).size;
+    } catch (e) {
+      throw this.blobError(e, desc.digest);
+    }
+    this.checkBlobSize(desc, size);
+    return file;
+  }
+
+  private checkBlobSize(desc: Descriptor, size: number): void {
+    const what = `blob ${desc.digest} in ${this.describe()}`;
+    if (size < desc.size) throw new ClipError('ETRUNCATED', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
+    if (size > desc.size) throw new ClipError('EDIGEST', `${what} is ${size} bytes, its descriptor says ${desc.size}`);
   }
 
   async readBlobRange(desc: Descriptor, begin: number, end: number): Promise<Buffer> {

@@ -58,6 +58,14 @@ export interface ImageSource {
    * keeps no reference to it (the source tier frees it early).
    */
   readBlobRange(desc: Descriptor, begin: number, end: number): Promise<Buffer>;
+  /**
+   * Sources whose blobs are local files (an OCI layout): the blob's path,
+   * once its size is checked like openBlob's (ETRUNCATED, EDIGEST; ENOENT).
+   * Its digest is not checked here: a caller reading the file itself must
+   * (the disk cache's fill does, natively, so the bytes never pass through
+   * JavaScript).
+   */
+  localBlob?(desc: Descriptor): Promise<string>;
   /** Releases files, sockets and timers. The source is unusable afterwards. */
   close(): Promise<void>;
 }

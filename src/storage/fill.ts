@@ -3,22 +3,27 @@
  * layer's uncompressed bytes once and hashing them as they pass:
  *
  * - fillDisk: into a partial file of the disk cache, from Redis when Redis
- *   holds the layer complete, else from the source (the blob streamed
- *   through gunzip); renamed into place only when the bytes have the
- *   layer's size and hash to its diff_id. It runs under the layer's
- *   cross-process fill lock; if another process completed the layer while
- *   we waited for the lock, nothing is fetched.
+ *   holds the layer complete, else from the source; renamed into place only
+ *   when the bytes have the layer's size and hash to its diff_id. The bytes
+ *   go through the addon's LayerFill (inflate, hash and pwrite on a libuv
+ *   thread), so the tar stream never becomes Buffers in this process, and a
+ *   layout's blob file is read by the addon itself. It runs under the
+ *   layer's cross-process fill lock; if another process completed the layer
+ *   while we waited for the lock, nothing is fetched.
  * - uploadLayer: into Redis chunks, from the verified disk cache file when
  *   there is one (so a slow or failing Redis never holds up or breaks the
- *   disk fill, and the source is not asked twice), else from the source;
- *   the meta key that makes the layer visible is written only after the
- *   stream verified. A Redis failure abandons the upload with a warning.
+ *   disk fill, and the source is not asked twice), else from the source
+ *   through gunzip; the meta key that makes the layer visible is written
+ *   only after the stream verified. A Redis failure abandons the upload
+ *   with a warning.
  *
- * Memory stays bounded whatever the layer's size: one gunzip output chunk
- * (256 KiB) is in flight and one Redis chunk (1 MiB) is being cut, and each
- * write is awaited before the next chunk is pulled (so a slow disk or Redis
+ * Memory stays bounded whatever the layer's size: the fill holds one blob
+ * chunk (at most 128 KiB) and the addon's inflater; an upload one gunzip
+ * output chunk (256 KiB) and one Redis chunk (1 MiB) being cut. Each write
+ * is awaited before the next chunk is pulled (so a slow disk or Redis
  * slows the stream instead of buffering it).
- */import { createHash } from 'node:crypto';
+ */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -26,6 +31,7 @@ import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 import { log } from '../log';
 import { memoryGovernor } from '../mount/memory';
+import { native, RawLayerFillOptions } from '../native';
 import type { Descriptor, ImageSource } from '../oci';
 import { DiskCache, PartialFile } from './disk-cache';
 import { RedisTier, RedisUpload } from './redis-tier';
@@ -107,14 +113,6 @@ function wrapGunzip(e: unknown, layer: FillLayer): Error {
   return new ClipError('ECORRUPT', `layer ${layer.index} (${layer.descriptor.digest}): the blob does not inflate: ${err?.message ?? String(e)}`);
 }
 
-async function writeAll(partial: PartialFile, data: Buffer): Promise<void> {
-  let at = 0;
-  while (at < data.length) {
-    const { bytesWritten } = await partial.handle.write(data, at, data.length - at);
-    at += bytesWritten;
-  }
-}
-
 /**
  * Streams `origin` through `sink` chunk by chunk, hashing as it goes, and
  * resolves only when the whole stream has the layer's size and hashes to
@@ -154,6 +152,68 @@ function failed(ctx: FillContext, layer: FillLayer, e: unknown): ClipError {
 }
 
 /**
+ * Streams a layer's blob (or, from Redis, its tar stream) into `partial`
+ * through the addon's LayerFill, which inflates, hashes and writes on a
+ * libuv thread: the uncompressed bytes never become Buffers (see
+ * native/core/layer_filler.h for why), and a layout's blob file is read by
+ * the addon itself. Resolves once the stream proved to be the layer.
+ */
+async function fillInto(ctx: FillContext, layer: FillLayer, partial: PartialFile): Promise<void> {
+  ctx.stats.started++;
+  const name = `layer ${layer.index} (${layer.diffId})`;
+  const aborted = () => new ClipError('EBUSY', 'the store is closing');
+  if (ctx.signal.aborted) throw aborted();
+  const options: RawLayerFillOptions = { format: layer.format, uncompressedSize: layer.uncompressedSize, diffId: layer.diffId, name };
+  let chunks: AsyncIterable<Buffer> | null = null;
+  let blobFile: string | null = null;
+  let source: ImageSource | null = null;
+  if (ctx.redis && ctx.redis.usable) {
+    const meta = await ctx.redis.meta(layer.hex).catch(() => null); // a failure is noted by the tier
+    if (meta && meta.size === layer.uncompressedSize) {
+      chunks = ctx.redis.stream(layer.hex, meta);
+      options.format = 'tar'; // Redis holds the uncompressed stream
+    }
+  }
+  if (!chunks) {
+    source = await ctx.source();
+    if (source.localBlob) {
+      blobFile = await source.localBlob(layer.descriptor);
+      // Nothing else reads these bytes: the addon checks the blob's digest.
+      options.blobDigest = layer.descriptor.digest;
+      options.blobSize = layer.descriptor.size;
+    } else {
+      chunks = source.openBlob(layer.descriptor, { chunkBytes: BLOB_CHUNK });
+    }
+  }
+  const fill = new native.LayerFill(partial.handle.fd, options);
+  const cancel = () => fill.cancel();
+  ctx.signal.addEventListener('abort', cancel, { once: true });
+  try {
+    if (blobFile !== null) {
+      await fill.pushFile(blobFile);
+      ctx.stats.wireBytes += layer.descriptor.size;
+    } else {
+      for await (const chunk of chunks!) {
+        if (ctx.signal.aborted) throw aborted();
+        if (source) ctx.stats.wireBytes += chunk.length;
+        await fill.push(chunk);
+        memoryGovernor.note(chunk.length);
+      }
+    }
+    if (ctx.signal.aborted) throw aborted();
+    await fill.finish();
+    ctx.stats.bytes += layer.uncompressedSize;
+  } catch (e) {
+    if (ctx.signal.aborted) throw aborted();
+    const err = e as ClipError;
+    if (err.code === 'EIO' && /ENOSPC/.test(err.message)) throw new ClipError('EIO', `disk full while filling ${layer.diffId} into ${partial.path}: ${err.message}`);
+    throw e;
+  } finally {
+    ctx.signal.removeEventListener('abort', cancel);
+  }
+}
+
+/**
  * Fills `layer` into the disk cache, from Redis when Redis holds it
  * complete, else from the source, under the layer's cross-process fill
  * lock. Resolves with the layer's path (`filled` false when another process
@@ -175,21 +235,8 @@ export async function fillDisk(ctx: FillContext, disk: DiskCache, layer: FillLay
       throw new ClipError('EIO', `layer ${layer.diffId} (${layer.uncompressedSize} bytes) does not fit under the cache size cap of ${disk.capBytes} bytes`);
     }
     partial = await disk.createPartial(layer.hex);
-    let origin: AsyncIterable<Buffer> | null = null;
-    if (ctx.redis && ctx.redis.usable) {
-      const meta = await ctx.redis.meta(layer.hex).catch(() => null); // a failure is noted by the tier
-      if (meta && meta.size === layer.uncompressedSize) origin = ctx.redis.stream(layer.hex, meta);
-    }
-    origin ??= fromSource(await ctx.source(), layer, ctx);
+    await fillInto(ctx, layer, partial);
     const file = partial;
-    await streamVerified(ctx, layer, origin, async (chunk) => {
-      try {
-        await writeAll(file, chunk);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        throw new ClipError('EIO', `${code === 'ENOSPC' ? 'disk full while filling' : 'cannot write the cache while filling'} ${layer.diffId} into ${file.path}: ${(e as Error).message}`);
-      }
-    });
     partial = null;
     const dest = await disk.commitPartial(file, layer.hex);
     ctx.stats.completed++;

@@ -55,10 +55,11 @@ export class SourceTier {
   private readonly state = new Map<number, LayerState>();
   /** Inflated interval prefixes: key -> uncompressed bytes [iv.start, iv.start + length). */
   private readonly intervals: ByteLru<string>;
-  /** Fetched interval prefixes: key -> blob bytes [iv.begin, iv.begin + length), ending at a proof's end. */
-  private readonly fetched: ByteLru<string>;
-  /** Fetches in flight: key -> the prefix up to `until` they will give. */
-  private readonly fetching = new Map<string, { until: number; bytes: Promise<Buffer> }>();
+  /** Fetched blob bytes by interval key, least recently used first. */
+  private readonly spans = new Map<string, FetchedSpan>();
+  /** Bytes asked for by the spans in `spans`, and the most they may hold. */
+  private spanBytes = 0;
+  private readonly spanBudget: number;
   private readonly flight = new Singleflight<string, Buffer>();
   /** Inflates in flight, by interval key: settle when it is done (either way). */
   private readonly inflating = new Map<string, Promise<void>>();
@@ -82,12 +83,12 @@ export class SourceTier {
     // of it without waiting on anything but promise reactions (read()),
     // and a cache change needs an inflate to finish: a later turn.
     this.intervals = new ByteLru(Math.floor(memoryBytes / 2), (dropped) => native.releaseBuffer(dropped));
-    this.fetched = new ByteLru(Math.floor(memoryBytes / 2));
+    this.spanBudget = Math.floor(memoryBytes / 2);
   }
 
-  /** Bytes held in the in-memory LRUs: inflated and fetched interval prefixes. */
+  /** Bytes held in memory: inflated interval prefixes, and fetched blob bytes. */
   get cachedBytes(): { inflated: number; fetched: number } {
-    return { inflated: this.intervals.bytes, fetched: this.fetched.bytes };
+    return { inflated: this.intervals.bytes, fetched: this.spanBytes };
   }
 
   private layerState(layer: SourceLayer): LayerState {
@@ -171,59 +172,85 @@ export class SourceTier {
     // the kernel's read-ahead after a page fault): fetch at least as much
     // again as is there, so walking an interval costs a few round trips, not
     // one per proof, and never more than twice the bytes it reaches.
-    const have = this.fetchedUntil(iv, key);
+    const have = this.spans.get(key)?.requested ?? iv.begin;
     if (have > iv.begin && until > have) until = Math.max(until, table.proofEndAtOrAfter(iv, iv.begin + 2 * (have - iv.begin)));
     // Reads that need the same prefix share one load.
     return this.flight.run(`${key}:${until}`, () => this.loadInterval(layer, iv, key, until));
   }
 
-  /** The end of what is fetched, or being fetched, of interval `iv`. */
-  private fetchedUntil(iv: Interval, key: string): number {
-    const fetching = this.fetching.get(key);
-    if (fetching) return fetching.until;
-    return iv.begin + (this.fetched.get(key)?.length ?? 0);
+  /** Interval `iv`'s span, made (empty) if there is none, as the most recently used. */
+  private span(iv: Interval, key: string): FetchedSpan {
+    let span = this.spans.get(key);
+    if (span) {
+      this.spans.delete(key);
+    } else {
+      span = new FetchedSpan(iv);
+    }
+    this.spans.set(key, span);
+    return span;
+  }
+
+  /** Forgets `key`'s span (its memory goes once no load uses it). */
+  private dropSpan(key: string, span: FetchedSpan): void {
+    if (this.spans.get(key) !== span) return;
+    this.spans.delete(key);
+    this.spanBytes -= span.requested - span.begin;
+    span.drop();
   }
 
   /**
-   * Blob bytes [iv.begin, until) of interval `iv` (or more): what is
-   * fetched or being fetched, and a fetch of the rest, started at once (a
-   * read that needs more than a running fetch brings does not wait for it
-   * to ask for the rest). Not proven here: the engine proves what it inflates.
+   * Blob bytes [iv.begin, until) of `span` (or more): a fetch of what is
+   * not asked for yet, started at once (a read that needs more than a
+   * running fetch brings does not wait for it to ask for the rest), then
+   * everything asked for so far. Not proven here: the engine proves what it
+   * inflates. A failed fetch drops the span: nothing half-fetched is kept.
    */
-  private compressedPrefix(source: ImageSource, layer: SourceLayer, iv: Interval, key: string, until: number): Promise<Buffer> {
-    const running = this.fetching.get(key);
-    if (running && running.until >= until) return running.bytes;
-    const done = this.fetched.get(key);
-    if (!running && done && iv.begin + done.length >= until) return Promise.resolve(done);
-    const from = this.fetchedUntil(iv, key);
-    const base = running ? running.bytes : Promise.resolve(done ?? Buffer.alloc(0));
-    const bytes = Promise.all([base, this.fetch(source, layer, from, until)]).then(([head, tail]) => {
-      if (head.length === 0) return tail;
-      const whole = Buffer.concat([head, tail]);
-      // The source's Buffer is ours (readBlobRange) and copied now: freed at
-      // once rather than at a full collection (memory.ts).
-      native.releaseBuffer(tail);
-      return whole;
-    });
-    const entry = { until, bytes };
-    this.fetching.set(key, entry);
-    const settle = (fetched?: Buffer) => {
-      if (this.fetching.get(key) !== entry) return;
-      this.fetching.delete(key);
-      if (fetched) this.fetched.set(key, fetched);
-    };
-    bytes.then(settle, () => settle());
-    return bytes;
+  private async compressedPrefix(source: ImageSource, layer: SourceLayer, key: string, span: FetchedSpan, until: number): Promise<Buffer> {
+    if (span.requested < until) {
+      const from = span.requested;
+      this.spanBytes += until - from;
+      span.requested = until;
+      const tail = this.fetch(source, layer, from, until).then((bytes) => {
+        span.land(from, bytes);
+        // The source's Buffer is ours and copied now: freed at once rather
+        // than at a full collection (memory.ts).
+        native.releaseBuffer(bytes);
+      });
+      span.landed = Promise.all([span.landed, tail]).then(() => undefined);
+      span.landed.catch(() => this.dropSpan(key, span));
+      this.evictSpans();
+    }
+    await span.landed;
+    return span.bytes(until);
+  }
+
+  /** Drops the least recently used spans while they hold more than their budget. */
+  private evictSpans(): void {
+    for (const [key, span] of this.spans) {
+      if (this.spanBytes <= this.spanBudget || this.spans.size === 1) break;
+      this.dropSpan(key, span);
+    }
   }
 
   private async loadInterval(layer: SourceLayer, iv: Interval, key: string, until: number): Promise<Buffer> {
-    const { table, reader } = this.layerState(layer);
     const source = await this.source();
+    // The span's memory stays while this load reads it (see FetchedSpan).
+    const span = this.span(iv, key);
+    span.users++;
+    try {
+      return await this.loadFromSpan(source, layer, iv, key, span, until);
+    } finally {
+      span.release();
+    }
+  }
+
+  private async loadFromSpan(source: ImageSource, layer: SourceLayer, iv: Interval, key: string, span: FetchedSpan, until: number): Promise<Buffer> {
+    const { table, reader } = this.layerState(layer);
     const what = `layer ${layer.index} (${layer.descriptor.digest}) from ${source.describe()}`;
     let compressed: Buffer;
     let data: Buffer;
     for (;;) {
-      compressed = await this.compressedPrefix(source, layer, iv, key, until);
+      compressed = await this.compressedPrefix(source, layer, key, span, until);
       // Inflate all that the fetched proofs give, not just what this read needs.
       const { reach } = table.prefixWithin(iv, iv.begin + compressed.length);
       // One inflate per interval at a time, and none whose output is there
@@ -256,7 +283,7 @@ export class SourceTier {
         }
         this.metrics.errors++;
         // Bad bytes are not kept: the next read fetches them again.
-        if (this.fetched.get(key) === compressed) this.fetched.delete(key);
+        this.dropSpan(key, span);
         if (err.code === 'EDIGEST') throw new ClipError('EDIGEST', `${what}: ${err.message}`);
         throw new ClipError(
           err.code === 'ETRUNCATED' ? 'ETRUNCATED' : 'ECORRUPT',
@@ -273,12 +300,18 @@ export class SourceTier {
         }
       } catch (e) {
         this.metrics.errors++;
-        if (this.fetched.get(key) === compressed) this.fetched.delete(key);
+        this.dropSpan(key, span);
         throw e;
       }
     }
     const cached = this.intervals.get(key);
-    if (!cached || cached.length < data.length) this.intervals.set(key, data);
+    if (cached && cached.length >= data.length) {
+      // A load that finished first made as much or more: ours is no one
+      // else's yet (our waiters get what we return), so it goes now.
+      native.releaseBuffer(data);
+      return cached;
+    }
+    this.intervals.set(key, data);
     return data;
   }
 
@@ -291,8 +324,57 @@ export class SourceTier {
    */
   forgetLayer(index: number): void {
     this.intervals.deleteWhere((k) => k.startsWith(`${index}:`));
-    this.fetched.deleteWhere((k) => k.startsWith(`${index}:`));
-    for (const k of [...this.fetching.keys()]) if (k.startsWith(`${index}:`)) this.fetching.delete(k);
+    for (const [k, span] of [...this.spans]) if (k.startsWith(`${index}:`)) this.dropSpan(k, span);
     this.state.delete(index);
+  }
+}
+
+/**
+ * The fetched blob bytes of one interval: one Buffer the size of the whole
+ * span, [iv.begin, iv.until), filled from its start as fetches land (a
+ * fetch's own Buffer is copied in and freed at once). Its pages become
+ * resident only as they are written. Before, each further fetch of an
+ * interval concatenated a new, longer prefix, and the shorter ones were
+ * garbage that outlived several collections: on a cold walk of the demo
+ * image with every read a source span, most of the mount's ~20 MiB of dead
+ * Buffers at its peak.
+ *
+ * The Buffer is freed (native.releaseBuffer) when the span has been dropped
+ * from the tier and no load is reading it (`users`): a load hands views of
+ * it to the inflating engine on another thread, which must never see it go.
+ */
+class FetchedSpan {
+  readonly begin: number;
+  private readonly buf: Buffer;
+  /** Blob offset up to which fetches were started. */
+  requested: number;
+  /** Settles when everything requested so far has landed (rejects if a fetch failed). */
+  landed: Promise<void> = Promise.resolve();
+  users = 0;
+  private dropped = false;
+
+  constructor(iv: Interval) {
+    this.begin = iv.begin;
+    this.requested = iv.begin;
+    this.buf = Buffer.allocUnsafeSlow(iv.until - iv.begin);
+  }
+
+  land(from: number, bytes: Buffer): void {
+    bytes.copy(this.buf, from - this.begin);
+  }
+
+  /** Blob bytes [begin, until), a view: valid while this span is in use. */
+  bytes(until: number): Buffer {
+    return this.buf.subarray(0, until - this.begin);
+  }
+
+  release(): void {
+    this.users--;
+    if (this.dropped && this.users === 0) native.releaseBuffer(this.buf);
+  }
+
+  drop(): void {
+    this.dropped = true;
+    if (this.users === 0) native.releaseBuffer(this.buf);
   }
 }
