@@ -1,10 +1,11 @@
 /**
  * Keeps a long-lived mount process small during and after bursts of misses.
  *
- * The miss path and the background fills hold their bytes in Buffers whose
- * memory lives outside the V8 heap (inflated checkpoint intervals come from
- * the addon as external buffers; blob reads, gunzip output and fill chunks
- * are ArrayBuffer backing stores). V8 frees them only when a garbage
+ * The miss path (and a fill from a registry, or into Redis) holds its
+ * bytes in Buffers whose memory lives outside the V8 heap (inflated
+ * checkpoint intervals come from the addon as external buffers; blob reads
+ * and network chunks are ArrayBuffer backing stores; a fill into the disk
+ * cache makes none of the tar stream: native/core/layer_filler.h). V8 frees them only when a garbage
  * collection finds them dead, and with a heap of a few MiB it collects
  * rarely: it lets external memory grow by about 64 MiB before it forces a
  * collection. A cold walk of the demo image streams ~200 MB through such
@@ -42,8 +43,9 @@
  * asynchronous work (fetch, inflate on a worker thread, the cache), so
  * many are promoted and would wait for a full collection; the ones whose
  * end is known are freed at once instead (native.releaseBuffer): a miss's
- * answer once the kernel has it (mount.ts), an inflated interval prefix
- * once the source tier's cache drops it (source-tier.ts).
+ * answer once the kernel has it (mount.ts), inflated bytes once the source
+ * tier's cache drops them, an interval's fetched span once it is dropped
+ * and unused (source-tier.ts).
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';

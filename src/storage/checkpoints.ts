@@ -209,14 +209,15 @@ export class CheckpointTable {
   }
 
   /**
-   * Checks interval `iv`'s inflated bytes (see the file comment). `compressed`
-   * holds blob bytes [iv.begin, iv.until) plus, for the last interval of a
-   * gzip stream, the trailer. Returns how many bytes were compared.
+   * Checks interval `iv`'s inflated bytes (see the file comment): `data`
+   * holds them from offset `at` of the interval to its end, and the part of
+   * the next checkpoint's window that falls in it is compared. Returns how
+   * many bytes were compared.
    * Errors: EDIGEST naming the interval when anything disagrees.
    */
-  verifyInterval(iv: Interval, data: Buffer, what: string): number {
-    if (data.length !== iv.end - iv.start) {
-      throw new ClipError('EDIGEST', `${what}: interval ${iv.index} inflated to ${data.length} bytes, not ${iv.end - iv.start}`);
+  verifyInterval(iv: Interval, data: Buffer, at: number, what: string): number {
+    if (at + data.length !== iv.end - iv.start) {
+      throw new ClipError('EDIGEST', `${what}: interval ${iv.index} inflated to ${at + data.length} bytes, not ${iv.end - iv.start}`);
     }
     const nextIndex = iv.index + 1;
     if (nextIndex >= this.checkpoints.length) return 0;
@@ -230,7 +231,8 @@ export class CheckpointTable {
     for (let k = Math.max(0, iv.start - windowStart); k < length; k++) {
       const w = window[k];
       if (w === 0 || w === (Math.floor(k / group) & 0xff)) continue; // possibly filler: proves nothing
-      const pos = windowStart + k - iv.start;
+      const pos = windowStart + k - iv.start - at;
+      if (pos < 0) continue; // before the bytes given
       if (data[pos] !== w) {
         throw new ClipError(
           'EDIGEST',

@@ -32,6 +32,28 @@ import { CheckpointTable, Interval } from './checkpoints';
 import { since, TierMetrics } from './metrics';
 import { Singleflight } from './singleflight';
 
+/**
+ * Inflated bytes kept per interval: from INFLATED_BEHIND before the read
+ * that asked for them to INFLATED_AHEAD after that (or to what the read
+ * needs). An interval is up to 2 MiB (the default spacing), and keeping
+ * whole prefixes from its checkpoint, as before, made one interval most of
+ * a mount's cache; a sequential reader only ever needs the bytes around it.
+ */
+const INFLATED_BEHIND = 128 << 10;
+const INFLATED_AHEAD = 768 << 10;
+
+/** Bytes of an interval inflated: [at, at + data.length), offsets in the interval. */
+interface InflatedRange {
+  at: number;
+  data: Buffer;
+}
+
+/** Bytes read, and whether they are the caller's own (see SourceTier.readView). */
+export interface ReadBytes {
+  bytes: Buffer;
+  owned: boolean;
+}
+
 /** What the source tier needs to know about one layer. */
 export interface SourceLayer {
   index: number;
@@ -53,21 +75,22 @@ export class SourceTier {
   /** Compressed bytes fetched from the source for reads (not fills). */
   wireBytes = 0;
   private readonly state = new Map<number, LayerState>();
-  /** Inflated interval prefixes: key -> uncompressed bytes [iv.start, iv.start + length). */
+  /** Inflated bytes of intervals: key -> uncompressed bytes [iv.start + at, iv.start + at + length), `at` in inflatedAt. */
   private readonly intervals: ByteLru<string>;
+  private readonly inflatedAt = new Map<string, number>();
   /** Fetched blob bytes by interval key, least recently used first. */
   private readonly spans = new Map<string, FetchedSpan>();
   /** Bytes asked for by the spans in `spans`, and the most they may hold. */
   private spanBytes = 0;
   private readonly spanBudget: number;
-  private readonly flight = new Singleflight<string, Buffer>();
+  private readonly flight = new Singleflight<string, InflatedRange>();
   /** Inflates in flight, by interval key: settle when it is done (either way). */
   private readonly inflating = new Map<string, Promise<void>>();
 
   /**
    * @param source opens the image source on first use
    * @param memoryMetrics counts reads served from the in-memory interval cache
-   * @param memoryBytes bytes of inflated and fetched interval prefixes kept in memory (half each)
+   * @param memoryBytes bytes of inflated and fetched interval bytes kept in memory (a third and two thirds)
    */
   constructor(
     private readonly source: () => Promise<ImageSource>,
@@ -75,15 +98,16 @@ export class SourceTier {
     memoryBytes: number = 32 << 20,
   ) {
     // Fetched bytes are the ones that cost a round trip to the source if
-    // dropped; inflated ones only cost CPU to remake from them.
+    // dropped, so they get the larger share; inflated ones only cost CPU to
+    // remake from them.
     // An inflated prefix that leaves the cache is freed at once (it is
     // replaced by a longer one as an interval is read on, many MiB a
     // second on a cold walk, and would otherwise wait, promoted, for a full
     // collection: memory.ts). Safe because every reader of one copies out
     // of it without waiting on anything but promise reactions (read()),
     // and a cache change needs an inflate to finish: a later turn.
-    this.intervals = new ByteLru(Math.floor(memoryBytes / 2), (dropped) => native.releaseBuffer(dropped));
-    this.spanBudget = Math.floor(memoryBytes / 2);
+    this.intervals = new ByteLru(Math.floor(memoryBytes / 3), (dropped) => native.releaseBuffer(dropped));
+    this.spanBudget = memoryBytes - Math.floor(memoryBytes / 3);
   }
 
   /** Bytes held in memory: inflated interval prefixes, and fetched blob bytes. */
@@ -110,6 +134,22 @@ export class SourceTier {
    * when the fetched bytes do not inflate to what the index recorded.
    */
   async read(layer: SourceLayer, offset: number, length: number): Promise<Buffer> {
+    return (await this.readBytes(layer, offset, length, false)).bytes;
+  }
+
+  /**
+   * read(), for a caller that uses the bytes at once (the mount, replying to
+   * the kernel): a read inside one interval is a view of the tier's
+   * inflated bytes, no copy (`owned` false), valid until the current turn of
+   * the event loop ends: the tier frees inflated bytes only after an
+   * inflate or a fill completes, which takes a later turn. Never free a
+   * view. Otherwise, as read() (`owned` true).
+   */
+  readView(layer: SourceLayer, offset: number, length: number): Promise<ReadBytes> {
+    return this.readBytes(layer, offset, length, true);
+  }
+
+  private async readBytes(layer: SourceLayer, offset: number, length: number, view: boolean): Promise<ReadBytes> {
     const start = performance.now();
     if (layer.format === 'tar') throw new ClipError('EINVAL', `layer ${layer.index} is a plain tar: its ranges can't be proven, read it from a verified copy`);
     const { table } = this.layerState(layer);
@@ -120,14 +160,22 @@ export class SourceTier {
       pieces.push({ iv, from: at - iv.start, to: to - iv.start });
       at = to;
     }
+    if (view && pieces.length === 1) {
+      const [p] = pieces;
+      const key = `${layer.index}:${p.iv.index}`;
+      const cached = this.inflatedCovering(key, p.from, p.to);
+      const got = cached ?? (await this.intervalRange(layer, p.iv, key, p.from, p.to));
+      (cached ? this.memoryMetrics : this.metrics).hit(length, since(start));
+      return { bytes: got.data.subarray(p.from - got.at, p.to - got.at), owned: false };
+    }
     let fromMemory = true;
     // A copy (callers may keep it), each piece copied as soon as it is
-    // there: an inflated prefix may be freed once the cache drops it, so
-    // none is held across a wait for another piece.
+    // there: inflated bytes may be freed once the cache drops them, so
+    // none are held across a wait for another piece.
     const out = Buffer.allocUnsafe(length);
-    const copy = (p: (typeof pieces)[number], at: number, data: Buffer) => {
-      // Never seen; guards the early free above: a freed prefix has no bytes.
-      if (data.copy(out, at, p.from, p.to) !== p.to - p.from) {
+    const copy = (p: (typeof pieces)[number], at: number, got: InflatedRange) => {
+      // Never seen; guards the early free above: a freed Buffer has no bytes.
+      if (got.data.copy(out, at, p.from - got.at, p.to - got.at) !== p.to - p.from) {
         throw new ClipError('EIO', `layer ${layer.index}: interval ${p.iv.index}'s inflated bytes went away while being read`);
       }
     };
@@ -137,17 +185,17 @@ export class SourceTier {
         const key = `${layer.index}:${p.iv.index}`;
         const outAt = at;
         at += p.to - p.from;
-        const cached = this.intervals.get(key);
-        if (cached && cached.length >= p.to) {
+        const cached = this.inflatedCovering(key, p.from, p.to);
+        if (cached) {
           copy(p, outAt, cached);
           return undefined;
         }
         fromMemory = false;
-        return this.intervalPrefix(layer, p.iv, key, p.to).then((data) => copy(p, outAt, data));
+        return this.intervalRange(layer, p.iv, key, p.from, p.to).then((got) => copy(p, outAt, got));
       }),
     );
     (fromMemory ? this.memoryMetrics : this.metrics).hit(length, since(start));
-    return out;
+    return { bytes: out, owned: true };
   }
 
   private async fetch(source: ImageSource, layer: SourceLayer, begin: number, end: number): Promise<Buffer> {
@@ -162,20 +210,31 @@ export class SourceTier {
     }
   }
 
-  /** Interval `iv`'s inflated bytes from its start, at least `need` of them. */
-  private async intervalPrefix(layer: SourceLayer, iv: Interval, key: string, need: number): Promise<Buffer> {
-    const cached = this.intervals.get(key);
-    if (cached && cached.length >= need) return cached;
+  /** The cached inflated bytes of interval `key` if they cover [from, to) of it (offsets in the interval). */
+  private inflatedCovering(key: string, from: number, to: number): InflatedRange | null {
+    const data = this.intervals.get(key);
+    if (!data) return null;
+    const at = this.inflatedAt.get(key) ?? 0;
+    return from >= at && to <= at + data.length ? { at, data } : null;
+  }
+
+  /** Inflated bytes of interval `iv` covering [from, to) of it. */
+  private async intervalRange(layer: SourceLayer, iv: Interval, key: string, from: number, to: number): Promise<InflatedRange> {
+    const cached = this.inflatedCovering(key, from, to);
+    if (cached) return cached;
     const { table } = this.layerState(layer);
-    let until = table.prefix(iv, iv.start + need).until;
+    let until = table.prefix(iv, iv.start + to).until;
     // An interval read again further in is read on (a file read in pieces,
     // the kernel's read-ahead after a page fault): fetch at least as much
     // again as is there, so walking an interval costs a few round trips, not
     // one per proof, and never more than twice the bytes it reaches.
     const have = this.spans.get(key)?.requested ?? iv.begin;
     if (have > iv.begin && until > have) until = Math.max(until, table.proofEndAtOrAfter(iv, iv.begin + 2 * (have - iv.begin)));
-    // Reads that need the same prefix share one load.
-    return this.flight.run(`${key}:${until}`, () => this.loadInterval(layer, iv, key, until));
+    // What is kept starts a little before the read: the kernel's read-ahead
+    // requests of one file run concurrently and land slightly out of order.
+    const keepFrom = Math.max(0, from - INFLATED_BEHIND);
+    // Reads that need the same bytes share one load.
+    return this.flight.run(`${key}:${until}:${keepFrom}`, () => this.loadInterval(layer, iv, key, keepFrom, from, to, until));
   }
 
   /** Interval `iv`'s span, made (empty) if there is none, as the most recently used. */
@@ -227,41 +286,60 @@ export class SourceTier {
   /** Drops the least recently used spans while they hold more than their budget. */
   private evictSpans(): void {
     for (const [key, span] of this.spans) {
-      if (this.spanBytes <= this.spanBudget || this.spans.size === 1) break;
-      this.dropSpan(key, span);
+      if (this.spanBytes <= this.spanBudget) break;
+      // A span a load is reading stays: dropped, the next read of its
+      // interval would fetch it all again while the load still holds it.
+      if (span.users === 0) this.dropSpan(key, span);
     }
   }
 
-  private async loadInterval(layer: SourceLayer, iv: Interval, key: string, until: number): Promise<Buffer> {
+  /**
+   * Interval `iv`'s inflated bytes from `keepFrom` on, covering [from, to)
+   * (offsets in the interval): fetches blob bytes up to `until` and
+   * inflates from the checkpoint.
+   */
+  private async loadInterval(layer: SourceLayer, iv: Interval, key: string, keepFrom: number, from: number, to: number, until: number): Promise<InflatedRange> {
     const source = await this.source();
     // The span's memory stays while this load reads it (see FetchedSpan).
     const span = this.span(iv, key);
     span.users++;
     try {
-      return await this.loadFromSpan(source, layer, iv, key, span, until);
+      return await this.loadFromSpan(source, layer, iv, key, span, { keepFrom, from, to }, until);
     } finally {
       span.release();
     }
   }
 
-  private async loadFromSpan(source: ImageSource, layer: SourceLayer, iv: Interval, key: string, span: FetchedSpan, until: number): Promise<Buffer> {
+  private async loadFromSpan(
+    source: ImageSource,
+    layer: SourceLayer,
+    iv: Interval,
+    key: string,
+    span: FetchedSpan,
+    want: { keepFrom: number; from: number; to: number },
+    until: number,
+  ): Promise<InflatedRange> {
     const { table, reader } = this.layerState(layer);
     const what = `layer ${layer.index} (${layer.descriptor.digest}) from ${source.describe()}`;
     let compressed: Buffer;
     let data: Buffer;
     for (;;) {
       compressed = await this.compressedPrefix(source, layer, key, span, until);
-      // Inflate all that the fetched proofs give, not just what this read needs.
+      // Inflate what the fetched proofs give, not just what this read needs
+      // (the reads after it are on their way), but at most INFLATED_AHEAD:
+      // each load inflates from the checkpoint again anyway, and what it
+      // keeps is memory.
       const { reach } = table.prefixWithin(iv, iv.begin + compressed.length);
+      const end = Math.min(reach - iv.start, Math.max(want.to, want.keepFrom + INFLATED_AHEAD));
       // One inflate per interval at a time, and none whose output is there
       // already: concurrent misses of one interval (the kernel's read-ahead
       // of a large file) each used to inflate it from its checkpoint, each
       // into a Buffer of its own, as fast as the fetches landed; measured on
       // a cold walk, those dead Buffers were most of the mount's peak.
       for (let turn = this.inflating.get(key); turn; turn = this.inflating.get(key)) await turn;
-      const inflated = this.intervals.get(key);
-      if (inflated && iv.start + inflated.length >= reach) return inflated;
-      const inflate = reader.readFrom(compressed, iv.begin, iv.start, reach - iv.start);
+      const inflated = this.inflatedCovering(key, want.from, want.to);
+      if (inflated) return inflated;
+      const inflate = reader.readFrom(compressed, iv.begin, iv.start + want.keepFrom, end - want.keepFrom);
       const done = inflate.then(
         () => undefined,
         () => undefined,
@@ -291,9 +369,9 @@ export class SourceTier {
         );
       }
     }
-    if (data.length === iv.end - iv.start) {
+    if (iv.start + want.keepFrom + data.length === iv.end) {
       try {
-        table.verifyInterval(iv, data, what);
+        table.verifyInterval(iv, data, want.keepFrom, what);
         if (iv.index === table.checkpoints.length - 1 && compressed.length >= 8) {
           const trailer = compressed.subarray(compressed.length - 8);
           if (!trailer.equals(Buffer.alloc(8))) table.verifyTrailer(trailer, what);
@@ -304,15 +382,18 @@ export class SourceTier {
         throw e;
       }
     }
+    // Keep whichever reaches further (reads move on through an interval).
     const cached = this.intervals.get(key);
-    if (cached && cached.length >= data.length) {
-      // A load that finished first made as much or more: ours is no one
-      // else's yet (our waiters get what we return), so it goes now.
+    const cachedAt = this.inflatedAt.get(key) ?? 0;
+    if (cached && cachedAt + cached.length >= want.keepFrom + data.length && cachedAt <= want.from) {
+      // A load that finished first kept as much and covers this read: ours
+      // is no one else's yet (our waiters get what we return), so it goes now.
       native.releaseBuffer(data);
-      return cached;
+      return { at: cachedAt, data: cached };
     }
     this.intervals.set(key, data);
-    return data;
+    this.inflatedAt.set(key, want.keepFrom);
+    return { at: want.keepFrom, data };
   }
 
   /**
@@ -324,6 +405,7 @@ export class SourceTier {
    */
   forgetLayer(index: number): void {
     this.intervals.deleteWhere((k) => k.startsWith(`${index}:`));
+    for (const k of [...this.inflatedAt.keys()]) if (k.startsWith(`${index}:`)) this.inflatedAt.delete(k);
     for (const [k, span] of [...this.spans]) if (k.startsWith(`${index}:`)) this.dropSpan(k, span);
     this.state.delete(index);
   }
