@@ -196,6 +196,80 @@ describe('span digests', () => {
     }
   });
 
+  test('a read across several intervals is one Range request for their bytes, each interval proven; fetched intervals split it', async () => {
+    // Checkpoints every 64 KiB, so a read of a few hundred KiB (the kernel's
+    // read-ahead) crosses several intervals.
+    const archive = path.join(work, 'dense.clip');
+    await indexImage(`${registry.host}/demo:bookworm`, { output: archive, insecure: true, spacing: 64 << 10, proofSize: 8 << 10 });
+    const probe = await LayerStore.open({ archive, cacheDir: path.join(work, 'cache-dense-probe'), prefetch: 'none', insecure: true });
+    const layer = probe.archive.layers()[0];
+    const table = new CheckpointTable(probe.archive.checkpoints(0), 'demo layer');
+    await probe.close();
+    const first = Math.floor(table.checkpoints.length / 2);
+    const ivs = [0, 1, 2, 3].map((k) => table.interval(first + k));
+    const start = ivs[0].start + 100;
+    const end = ivs[3].start + 100;
+    const want = oracle(layoutBlob(demoLayout(), layer.digest), start, end - start);
+    const until = table.prefix(ivs[3], end).until;
+    const open = async (name: string) => {
+      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 1, retryBaseMs: 1 });
+      const store = await LayerStore.open({ archive, cacheDir: path.join(work, name), prefetch: 'none', source });
+      return { store, close: async () => (await store.close(), await source.close()) };
+    };
+    const ranges: string[] = [];
+    const record = (flipAt?: number) =>
+      proxy.setHandler((req) => {
+        if (!req.headers.range) return { kind: 'forward' };
+        ranges.push(String(req.headers.range));
+        return flipAt === undefined ? { kind: 'forward' } : { kind: 'corrupt', at: flipAt };
+      });
+    try {
+      {
+        const { store, close } = await open('cache-dense-one');
+        try {
+          record();
+          const before = proxy.bodyBytes();
+          assert.ok((await store.read(0, start, end - start)).equals(want), 'the bytes gzip -dc gives');
+          assert.deepEqual(ranges, [`bytes=${ivs[0].begin}-${until - 1}`], 'one request, from the first checkpoint to the proof covering the end');
+          assert.equal(proxy.bodyBytes() - before, until - ivs[0].begin);
+          // Each interval's part was kept as its own: reading them again fetches nothing.
+          assert.ok((await store.read(0, ivs[1].start, ivs[2].end - ivs[1].start)).equals(oracle(layoutBlob(demoLayout(), layer.digest), ivs[1].start, ivs[2].end - ivs[1].start)));
+          assert.equal(ranges.length, 1);
+        } finally {
+          await close();
+        }
+      }
+      // An interval fetched before splits the run around it.
+      {
+        ranges.length = 0;
+        const { store, close } = await open('cache-dense-split');
+        try {
+          record();
+          await store.read(0, ivs[1].start, ivs[1].end - ivs[1].start);
+          assert.ok((await store.read(0, start, end - start)).equals(want));
+          assert.equal(ranges[0], `bytes=${ivs[1].begin}-${ivs[1].until - 1}`);
+          assert.deepEqual(ranges.slice(1).sort(), [`bytes=${ivs[0].begin}-${ivs[0].until - 1}`, `bytes=${ivs[2].begin}-${until - 1}`].sort());
+        } finally {
+          await close();
+        }
+      }
+      // A flipped byte in the third interval's part of the one body: EDIGEST, no bytes.
+      {
+        ranges.length = 0;
+        const { store, close } = await open('cache-dense-flip');
+        try {
+          record(ivs[2].begin - ivs[0].begin + 10);
+          await rejectsDigest(store.read(0, start, end - start), layer.digest);
+          assert.equal(ranges.length, 1);
+        } finally {
+          await close();
+        }
+      }
+    } finally {
+      proxy.setHandler(() => ({ kind: 'forward' }));
+    }
+  });
+
   test('the proof size is an index option: smaller proofs make a small read fetch less', async () => {
     const tables: CheckpointTable[] = [];
     for (const proofSize of [undefined, 4096]) {

@@ -16,7 +16,8 @@
  * need the same prefix share one fetch and one inflate; one that needs more
  * than a running fetch brings asks for the rest at once instead of waiting
  * for it (a page fault's read and the read-ahead behind it), and an interval
- * read on further fetches at least as much again as it has.
+ * read on further fetches at least as much again as it has. A read across
+ * several intervals fetches their contiguous bytes in one request.
  * Plain-tar layers never come here: with no span digests a Range of one
  * can't be proven, so the store reads them from a verified disk-cache fill.
  *
@@ -160,6 +161,7 @@ export class SourceTier {
       pieces.push({ iv, from: at - iv.start, to: to - iv.start });
       at = to;
     }
+    if (pieces.length > 1) this.fetchRuns(layer, table, pieces);
     if (view && pieces.length === 1) {
       const [p] = pieces;
       const key = `${layer.index}:${p.iv.index}`;
@@ -222,19 +224,87 @@ export class SourceTier {
   private async intervalRange(layer: SourceLayer, iv: Interval, key: string, from: number, to: number): Promise<InflatedRange> {
     const cached = this.inflatedCovering(key, from, to);
     if (cached) return cached;
-    const { table } = this.layerState(layer);
-    let until = table.prefix(iv, iv.start + to).until;
-    // An interval read again further in is read on (a file read in pieces,
-    // the kernel's read-ahead after a page fault): fetch at least as much
-    // again as is there, so walking an interval costs a few round trips, not
-    // one per proof, and never more than twice the bytes it reaches.
-    const have = this.spans.get(key)?.requested ?? iv.begin;
-    if (have > iv.begin && until > have) until = Math.max(until, table.proofEndAtOrAfter(iv, iv.begin + 2 * (have - iv.begin)));
+    const until = this.wantUntil(this.layerState(layer).table, iv, key, to);
     // What is kept starts a little before the read: the kernel's read-ahead
     // requests of one file run concurrently and land slightly out of order.
     const keepFrom = Math.max(0, from - INFLATED_BEHIND);
     // Reads that need the same bytes share one load.
     return this.flight.run(`${key}:${until}:${keepFrom}`, () => this.loadInterval(layer, iv, key, keepFrom, from, to, until));
+  }
+
+  /** How far into interval `iv` to fetch for its bytes up to `to` (an offset in the interval). */
+  private wantUntil(table: CheckpointTable, iv: Interval, key: string, to: number): number {
+    const until = table.prefix(iv, iv.start + to).until;
+    // An interval read again further in is read on (a file read in pieces,
+    // the kernel's read-ahead after a page fault): fetch at least as much
+    // again as is there, so walking an interval costs a few round trips, not
+    // one per proof, and never more than twice the bytes it reaches.
+    const have = this.spans.get(key)?.requested ?? iv.begin;
+    if (have > iv.begin && until > have) return Math.max(until, table.proofEndAtOrAfter(iv, iv.begin + 2 * (have - iv.begin)));
+    return until;
+  }
+
+  /**
+   * Starts one fetch for each run of consecutive pieces of a read whose
+   * bytes nobody has asked for yet, instead of one per interval: a read
+   * that crosses several intervals (the kernel's read-ahead asks for up to
+   * 1 MiB at once; with checkpoints every 64 KiB that is 16 intervals) is
+   * one Range request, as their blob bytes are contiguous: one round trip
+   * and one response header, not one each. Each interval's part lands in
+   * its own span, so the loads that follow find it asked for (as if each
+   * had been fetched alone) and prove and inflate it as before.
+   */
+  private fetchRuns(layer: SourceLayer, table: CheckpointTable, pieces: Array<{ iv: Interval; from: number; to: number }>): void {
+    let run: Array<{ iv: Interval; key: string; until: number }> = [];
+    const flush = () => {
+      if (run.length > 1) this.fetchRun(layer, run);
+      run = [];
+    };
+    for (const p of pieces) {
+      const key = `${layer.index}:${p.iv.index}`;
+      if (this.inflatedCovering(key, p.from, p.to)) {
+        flush();
+        continue;
+      }
+      const until = this.wantUntil(table, p.iv, key, p.to);
+      const from = this.spans.get(key)?.requested ?? p.iv.begin;
+      // A piece goes on a run when nothing of its interval is asked for:
+      // its bytes then follow on from where the run's last piece ends.
+      const goesOn = until > from && run.length > 0 && from === p.iv.begin && run[run.length - 1].until >= p.iv.begin;
+      if (!goesOn) flush();
+      if (until > from) run.push({ iv: p.iv, key, until });
+    }
+    flush();
+  }
+
+  private fetchRun(layer: SourceLayer, run: Array<{ iv: Interval; key: string; until: number }>): void {
+    // Each span is in use until its part has landed: an eviction meanwhile
+    // must not free the Buffer the part is copied into (FetchedSpan).
+    const parts = run.map(({ iv, key, until }) => {
+      const span = this.span(iv, key);
+      span.users++;
+      const from = span.requested;
+      this.spanBytes += until - from;
+      span.requested = until;
+      return { key, span, from, until };
+    });
+    const begin = parts[0].from;
+    const whole = this.source()
+      .then((source) => this.fetch(source, layer, begin, parts[parts.length - 1].until))
+      .then((bytes) => {
+        for (const part of parts) part.span.land(part.from, bytes.subarray(part.from - begin, part.until - begin));
+        // The source's Buffer is ours and copied now (memory.ts).
+        native.releaseBuffer(bytes);
+      });
+    for (const { key, span } of parts) {
+      span.landed = Promise.all([span.landed, whole]).then(() => undefined);
+      span.landed.catch(() => this.dropSpan(key, span));
+    }
+    const release = () => {
+      for (const { span } of parts) span.release();
+    };
+    whole.then(release, release);
+    this.evictSpans();
   }
 
   /** Interval `iv`'s span, made (empty) if there is none, as the most recently used. */
