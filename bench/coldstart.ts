@@ -42,19 +42,39 @@ const RUNS = quick ? 2 : 5;
 const FIX = process.env.CLIP_FIXTURES ?? '/var/cache/clip-native';
 const LAYOUT = process.env.CLIP_BENCH_OCI ?? path.join(FIX, 'bench-oci');
 /**
- * Checkpoint spacing and proof size of the index: a read from the registry
- * fetches from its checkpoint up to the proof that covers it, so a start-up
- * that reads a few hundred small files and pages of big binaries scattered
- * over the layers pays about half an interval per place it reads.
- * Measured with --quick (registry bytes, archive): 512 KiB / 32 KiB proofs
- * 13.7 MB, 2.1 MB; 512/16 12.9 MB, 2.3 MB; 256/16 11.2 MB, 3.6 MB; 256/8
- * 11.0 MB, 4.0 MB; 128/8 10.5 MB, 5.4 MB. The rest is mostly the kernel's
- * read-ahead (20 MB read through the mount; the mount's 128 KiB instead of
- * 4 MiB reads 16 MB and saves 0.8 MB for twice the time; 1 MiB reads 19.7 MB
- * and fetches 11.5 MB). CLIP_BENCH_READAHEAD_KB sets the mount's read-ahead.
+ * Checkpoint spacing and proof size of the index, and the mount's read-ahead.
+ * A read from the registry fetches from its interval's checkpoint up to the
+ * proof that covers it (several intervals in a row in one Range request).
+ * Where the bytes went at 256 KiB / 16 KiB and the kernel's 4 MiB
+ * read-ahead (11.2 MB in all; traced per fetch, the proofs a run with
+ * read-ahead off reads taken as what the program touches):
+ *   (a) proofs holding bytes the program touched           6.2 MB
+ *   (b) from the checkpoint up to them (other files' bytes) 1.6 MB
+ *   (c) read-ahead nobody touched                          3.3 MB
+ *   (d) past the last proof needed (reading on)            0.1 MB
+ * plus response headers and refetches (0.1 MB). 20 MB go through the mount
+ * with 4 MiB read-ahead, 9.7 MB without: python3.11 3.5 of its 6.8 MB, 12
+ * shared libraries 3.3 MB (9.8 with read-ahead: libcrypto, libc, libm,
+ * libssl are mmap'ed, and a page fault reads the read-ahead around it, so
+ * 4 MiB of it reads each whole), 55 .pyc 1.4 MB, 297 .js 0.9 MB. So (c)
+ * only shrinks with the read-ahead: at 512 KiB and up the libraries are
+ * still read whole; and (b) only with denser checkpoints. Measured with
+ * --quick (registry bytes; archive), at 4 MiB read-ahead: 256 KiB / 16 KiB
+ * proofs 11.2 MB, 3.7 MB; 128/8 10.5 MB, 5.8 MB; 64/8 9.9 MB, 7.2 MB; 64/4
+ * 9.8 MB, 8.1 MB; 48/8 (a checkpoint at almost every deflate block) 9.4 MB,
+ * 12.9 MB. So 20x (9.05 MB) needs a smaller read-ahead: 64/4 at 256 KiB
+ * 8.93 MB (20.3x; 64/8 9.04 MB, 48/8 8.4 MB; at 320 KiB 64/8 is 9.3 MB).
+ * That costs time: a page fault of python3.11 or a library then waits for
+ * a round trip to the registry (5-10 ms here) about three times as often,
+ * 1.3-1.4x the time of 4 MiB in interleaved runs; --quick runs on this
+ * loaded 2-core machine gave 4.3-5.6x faster than the pull at 256 KiB,
+ * 4.3-7.6x at 4 MiB (the load moves both).
+ * CLIP_BENCH_SPACING, CLIP_BENCH_PROOF_SIZE and CLIP_BENCH_READAHEAD_KB
+ * override them.
  */
-const SPACING = Number(process.env.CLIP_BENCH_SPACING ?? 256 << 10);
-const PROOF_SIZE = Number(process.env.CLIP_BENCH_PROOF_SIZE ?? 16 << 10);
+const SPACING = Number(process.env.CLIP_BENCH_SPACING ?? 64 << 10);
+const PROOF_SIZE = Number(process.env.CLIP_BENCH_PROOF_SIZE ?? 4 << 10);
+const READ_AHEAD_KB = Number(process.env.CLIP_BENCH_READAHEAD_KB ?? 4096);
 
 /** Python start-up with a few stdlib packages, then the ~300 small modules of /app/node_modules read (a node app's start, without its big bundles). */
 const WORKLOAD = [
@@ -174,7 +194,7 @@ async function main() {
       let output = '';
       let read = 0;
       const phases: Record<string, number> = {};
-      const m = await mount({ archive, mountpoint: rootfs, cacheDir, storage: storage(extra), readAheadKb: process.env.CLIP_BENCH_READAHEAD_KB ? Number(process.env.CLIP_BENCH_READAHEAD_KB) : undefined });
+      const m = await mount({ archive, mountpoint: rootfs, cacheDir, storage: storage(extra), readAheadKb: READ_AHEAD_KB });
       phases.mount = now() - start;
       try {
         output = await runWorkload(runtime, bundle, rootfs);
@@ -249,7 +269,7 @@ async function main() {
       '',
       table(['scenario', 'time to done', 'speed-up vs full pull', 'registry bytes', 'fewer bytes', 'read by the program', 'phases (median)'], rows),
       '',
-      `Index once (not in the times above), checkpoints every ${SPACING >> 10} KiB, proofs of ${PROOF_SIZE >> 10} KiB: \`indexImage\` from the registry took ${index.seconds.toFixed(2)} s and fetched ${mb(index.bytes)} (it streams every layer once); the archive is ${(index.archiveBytes / 1024).toFixed(0)} KiB.`,
+      `Index once (not in the times above), checkpoints every ${SPACING >> 10} KiB, proofs of ${PROOF_SIZE >> 10} KiB; the mounts read ahead ${READ_AHEAD_KB} KiB: \`indexImage\` from the registry took ${index.seconds.toFixed(2)} s and fetched ${mb(index.bytes)} (it streams every layer once); the archive is ${(index.archiveBytes / 1024).toFixed(0)} KiB.`,
       `Goal: empty cache ≥ 5× faster than the full pull (${(pullT / emptyT).toFixed(1)}×: ${pullT / emptyT >= 5 ? 'met' : 'missed'}) and ≥ 20× fewer bytes (${emptyB > 0 ? (pullB / emptyB).toFixed(0) : '∞'}×: ${pullB >= 20 * emptyB ? 'met' : 'missed'}).`,
       'clip-native times include opening the store, mounting, the program, unmounting and closing. The stores read lazily (prefetch "none"): the registry bytes are, per checkpoint interval the program read from, the compressed bytes from the checkpoint up to the proof covering its last read ' +
         '("read by the program": uncompressed bytes through the mount, mostly python3.11, libcrypto, libc and the .pyc files, with the kernel\'s read-ahead).',
