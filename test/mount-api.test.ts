@@ -42,6 +42,19 @@ describe('mount API', () => {
     assert.equal(findMount(mp), null, 'nothing left mounted');
   });
 
+  it('a mount maps its archive once (the session serves from the store\'s mapping), until unmount', async () => {
+    const mappings = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.endsWith(` ${fs.realpathSync(clip)}`)).length;
+    assert.equal(mappings(), 0);
+    const m = await mount({ archive: clip, mountpoint: mountpoint(), cacheDir });
+    try {
+      await shAsync(`ls -lR '${m.mountpoint}/usr/bin' > /dev/null && cat '${m.mountpoint}/etc/passwd' > /dev/null`);
+      assert.equal(mappings(), 1);
+    } finally {
+      await m.unmount();
+    }
+    assert.equal(mappings(), 0);
+  });
+
   it('several mounts in one process, each with its own stats; unmount is idempotent', async () => {
     const a = await mount({ archive: clip, mountpoint: mountpoint(), cacheDir });
     const b = await mount({ archive: clip, mountpoint: mountpoint(), readMiss: await sourceMiss(clip), threads: 3 });

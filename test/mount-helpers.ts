@@ -99,9 +99,11 @@ export async function indexInto(layout: string, tag: string, output: string): Pr
 /** Writes every layer's decompressed tar stream where the disk cache keeps it. */
 export function warmCache(archiveFile: string, layout: string, cacheDir: string): void {
   const archive = ClipArchive.open(archiveFile);
+  const layers = archive.layers();
+  archive.close();
   const dir = path.join(cacheDir, 'layers', 'sha256');
   fs.mkdirSync(dir, { recursive: true });
-  for (const layer of archive.layers()) {
+  for (const layer of layers) {
     const hex = layer.diffId.replace(/^sha256:/, '');
     const blob = path.join(layout, 'blobs', 'sha256', layer.digest.replace(/^sha256:/, ''));
     const target = path.join(dir, hex);

@@ -27,7 +27,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->layer_reader = Napi::Persistent(reader);
   exports.Set("LayerReader", reader);
   exports.Set("LayerFill", LayerFillWrap::Define(env));
-  exports.Set("ArchiveReader", ArchiveReaderWrap::Define(env));
+  Napi::Function archive = ArchiveReaderWrap::Define(env);
+  data->archive_reader = Napi::Persistent(archive);
+  exports.Set("ArchiveReader", archive);
   exports.Set("MountSession", MountSessionWrap::Define(env));
   RegisterFsFunctions(env, exports);
   RegisterMemoryFunctions(env, exports);

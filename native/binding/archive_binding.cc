@@ -53,13 +53,12 @@ ArchiveReaderWrap::ArchiveReaderWrap(const Napi::CallbackInfo& info) : Napi::Obj
   Napi::Env env = info.Env();
   if (!info[0].IsString()) ThrowInvalid(env, "ArchiveReader expects the archive's path");
   const std::string path = info[0].As<Napi::String>().Utf8Value();
-  view_ = Guard(env, [&] { return core::ArchiveView::Open(path); });
-  open_ = true;
+  view_ = std::make_shared<const core::ArchiveView>(Guard(env, [&] { return core::ArchiveView::Open(path); }));
 }
 
 const core::ArchiveView& ArchiveReaderWrap::view(Napi::Env env) const {
-  if (!open_) ThrowInvalid(env, "the archive is closed");
-  return view_;
+  if (!view_) ThrowInvalid(env, "the archive is closed");
+  return *view_;
 }
 
 core::Ino ArchiveReaderWrap::ToIno(Napi::Env env, Napi::Value value) const {
@@ -200,8 +199,7 @@ Napi::Value ArchiveReaderWrap::Config(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ArchiveReaderWrap::Close(const Napi::CallbackInfo& info) {
-  view_ = core::ArchiveView();
-  open_ = false;
+  view_.reset();
   return info.Env().Undefined();
 }
 

@@ -11,6 +11,8 @@
 
 #include <napi.h>
 
+#include <memory>
+
 #include "../core/archive_view.h"
 
 namespace clip::binding {
@@ -20,6 +22,11 @@ class ArchiveReaderWrap : public Napi::ObjectWrap<ArchiveReaderWrap> {
   static Napi::Function Define(Napi::Env env);
   // new ArchiveReader(path: string)
   explicit ArchiveReaderWrap(const Napi::CallbackInfo& info);
+
+  // The mapped archive, shared with whoever takes it (a mount session serves
+  // from the same mapping as the store's reader instead of mapping the file
+  // again: each mapping's pages count in the process's RSS). Null once closed.
+  std::shared_ptr<const core::ArchiveView> shared_view() const { return view_; }
 
  private:
   // info(): {version, fileSize, nodeCount, direntCount, xattrCount, layerCount, stringsSize, checkpointsSize, configSize}
@@ -49,8 +56,7 @@ class ArchiveReaderWrap : public Napi::ObjectWrap<ArchiveReaderWrap> {
   const core::ArchiveView& view(Napi::Env env) const;
   core::Ino ToIno(Napi::Env env, Napi::Value value) const;
 
-  core::ArchiveView view_;
-  bool open_ = false;
+  std::shared_ptr<const core::ArchiveView> view_;  // null: closed
 };
 
 }  // namespace clip::binding

@@ -17,6 +17,7 @@ struct AddonData {
   Napi::FunctionReference error_class;
   Napi::FunctionReference layer_indexer;
   Napi::FunctionReference layer_reader;
+  Napi::FunctionReference archive_reader;
 };
 
 AddonData& Data(Napi::Env env);

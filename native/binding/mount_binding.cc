@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <string>
 
+#include "archive_binding.h"
 #include "errors.h"
 #include "promise_worker.h"
 
@@ -86,6 +87,16 @@ MountSessionWrap::MountSessionWrap(const Napi::CallbackInfo& info) : Napi::Objec
   Napi::Object o = info[0].As<Napi::Object>();
   fuse::MountOptions options;
   options.archive_path = StringOption(o, "archive", "", true);
+  // archiveReader: the caller's ArchiveReader of the same file, whose
+  // mapping the session then serves from.
+  std::shared_ptr<const core::ArchiveView> archive;
+  Napi::Value reader = o.Get("archiveReader");
+  if (!reader.IsUndefined()) {
+    if (!reader.IsObject() || !reader.As<Napi::Object>().InstanceOf(Data(env).archive_reader.Value()))
+      ThrowInvalid(env, "archiveReader must be an ArchiveReader");
+    archive = ArchiveReaderWrap::Unwrap(reader.As<Napi::Object>())->shared_view();
+    if (!archive) ThrowInvalid(env, "archiveReader is closed");
+  }
   options.mountpoint = StringOption(o, "mountpoint", "", true);
   options.threads = static_cast<unsigned>(NumberOption(o, "threads", 4, 1, 256));
   options.clone_fd = BoolOption(o, "cloneFd", true);
@@ -104,7 +115,7 @@ MountSessionWrap::MountSessionWrap(const Napi::CallbackInfo& info) : Napi::Objec
       ThrowInvalid(env, "MountSession: fsname and subtype must be non-empty, without commas, '=', spaces");
   }
   try {
-    session_ = std::make_unique<fuse::MountSession>(std::move(options), this);
+    session_ = std::make_unique<fuse::MountSession>(std::move(options), this, std::move(archive));
   } catch (const core::CoreError& e) {
     throw MakeError(env, core::ErrorCodeName(e.code()), e.what());
   }

@@ -24,9 +24,12 @@ std::string Errno(int error) { return std::strerror(error); }
 
 }  // namespace
 
-MountSession::MountSession(MountOptions options, MissHandler* misses)
-    : options_(std::move(options)), misses_(misses), archive_(core::ArchiveView::Open(options_.archive_path)) {
-  fs_ = std::make_unique<ClipFilesystem>(archive_, options_.fs, misses_, stats_);
+MountSession::MountSession(MountOptions options, MissHandler* misses, std::shared_ptr<const core::ArchiveView> archive)
+    : options_(std::move(options)),
+      misses_(misses),
+      archive_(archive ? std::move(archive)
+                       : std::make_shared<const core::ArchiveView>(core::ArchiveView::Open(options_.archive_path))) {
+  fs_ = std::make_unique<ClipFilesystem>(*archive_, options_.fs, misses_, stats_);
 }
 
 MountSession::~MountSession() {
@@ -41,6 +44,7 @@ MountSession::~MountSession() {
 }
 
 void MountSession::Start() {
+  if (!archive_) core::Fail(core::ErrorCode::kInvalidArgument, "a stopped session does not start again");
   std::string opts = "ro,default_permissions,fsname=" + options_.fsname + ",subtype=" + options_.subtype;
   if (options_.allow_other && ::geteuid() == 0) opts += ",allow_other";
   std::vector<std::string> argv_strings = {"clip-native", "-o", opts};
@@ -148,6 +152,10 @@ void MountSession::Stop() {
   // The workers are gone: unpin the cached layers now, not when the
   // session object is collected.
   fs_->layers().ReleaseAll();
+  // Nothing reads the archive any more (the filesystem's references to it
+  // are only followed by FUSE requests, and Start() refuses to run again):
+  // its mapping goes now, or with the caller's last reference to it.
+  archive_.reset();
   mounted_ = false;
   running_ = false;
 }

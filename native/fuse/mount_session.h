@@ -50,7 +50,10 @@ class MountSession {
  public:
   // Opens and validates the archive; mounts nothing yet. `misses` (may be
   // null) must outlive the session. Errors: the archive's CoreErrors.
-  MountSession(MountOptions options, MissHandler* misses);
+  // `archive`, if given, is served instead of mapping options.archive_path
+  // again: the caller's mapping, shared (one copy of its pages in the
+  // process's RSS); the session drops its reference at Stop().
+  MountSession(MountOptions options, MissHandler* misses, std::shared_ptr<const core::ArchiveView> archive = nullptr);
   MountSession(const MountSession&) = delete;
   MountSession& operator=(const MountSession&) = delete;
   ~MountSession();
@@ -70,7 +73,6 @@ class MountSession {
   bool Fail(uint64_t id, int error) { return fs_->pending().Fail(id, error); }
 
   SessionStatsSnapshot Stats() const;
-  const core::ArchiveView& archive() const { return archive_; }
   const MountOptions& options() const { return options_; }
   // Whether the loop is running (false before Start, after Stop or after an
   // unmount from outside).
@@ -87,7 +89,7 @@ class MountSession {
 
   const MountOptions options_;
   MissHandler* const misses_;
-  core::ArchiveView archive_;
+  std::shared_ptr<const core::ArchiveView> archive_;
   SessionStats stats_;
   std::unique_ptr<ClipFilesystem> fs_;
   std::unique_ptr<fuse_session, SessionDeleter> session_;

@@ -108,6 +108,11 @@ export class ClipArchive {
    * Errors: ENOENT (no such file), ECORRUPT ("not a clip archive", or what
    * is damaged), EUNSUPPORTED (a newer format version), EIO.
    */
+  /** @internal The addon's reader, for a mount session to serve from the same mapping. */
+  get nativeReader(): RawArchiveReader {
+    return this.raw;
+  }
+
   static open(path: string): ClipArchive {
     if (typeof path !== 'string' || path.length === 0) throw new ClipError('EINVAL', 'ClipArchive.open: path must be a non-empty string');
     let st: fs.Stats;

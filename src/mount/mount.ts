@@ -371,6 +371,8 @@ export async function mount(options: MountOptions): Promise<Mount> {
     raw = new Raw(
       {
         archive: archivePath,
+        // One mapping of the archive for the session and the store.
+        archiveReader: archive.nativeReader,
         mountpoint,
         threads: options.threads ?? defaultThreads(),
         cacheDir,
