@@ -60,15 +60,17 @@ const LAYOUT = process.env.CLIP_BENCH_OCI ?? path.join(FIX, 'bench-oci');
  * only shrinks with the read-ahead: at 512 KiB and up the libraries are
  * still read whole; and (b) only with denser checkpoints. Measured with
  * --quick (registry bytes; archive), at 4 MiB read-ahead: 256 KiB / 16 KiB
- * proofs 11.2 MB, 3.7 MB; 128/8 10.5 MB, 5.8 MB; 64/8 9.9 MB, 7.2 MB; 64/4
- * 9.8 MB, 8.1 MB; 48/8 (a checkpoint at almost every deflate block) 9.4 MB,
- * 12.9 MB. So 20x (9.05 MB) needs a smaller read-ahead: 64/4 at 256 KiB
- * 8.93 MB (20.3x; 64/8 9.04 MB, 48/8 8.4 MB; at 320 KiB 64/8 is 9.3 MB).
- * That costs time: a page fault of python3.11 or a library then waits for
- * a round trip to the registry (5-10 ms here) about three times as often,
- * 1.3-1.4x the time of 4 MiB in interleaved runs; --quick runs on this
- * loaded 2-core machine gave 4.3-5.6x faster than the pull at 256 KiB,
- * 4.3-7.6x at 4 MiB (the load moves both).
+ * proofs 11.2 MB, 3.7 MB; 64/4 9.87 MB (18.3x), 8.1 MB. With the mount's
+ * earlier 8 MiB cache (a little fewer refetches): 128/8 10.5 MB, 5.8 MB;
+ * 64/8 9.9 MB, 7.2 MB; 48/8 (a checkpoint at almost every deflate block)
+ * 9.4 MB, 12.9 MB. So 20x (9.05 MB) needs a smaller read-ahead: 64/4 at
+ * 256 KiB reads 17.5 MB and fetches 9.01 MB (20.1x; 8 MiB cache: 8.93 MB,
+ * and 64/8 9.04 MB, 48/8 8.4 MB; at 320 KiB 64/8 was 9.3 MB). That costs
+ * time: a page fault of python3.11 or a library then waits for a round
+ * trip to the registry (5-10 ms here) about three times as often, 1.4x
+ * the time of 4 MiB in interleaved runs (2.96 s against 2.13 s, medians of
+ * five on this loaded 2-core machine; --quick runs gave 4.3-5.1x faster
+ * than the pull at either read-ahead, the pull's time moving with the load).
  * CLIP_BENCH_SPACING, CLIP_BENCH_PROOF_SIZE and CLIP_BENCH_READAHEAD_KB
  * override them.
  */
