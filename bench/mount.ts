@@ -99,6 +99,8 @@ interface Prepared {
   bigClip: string;
   bigLayerFile: string;
   bigFileName: string;
+  /** The disk cache's layer directory. */
+  layers: string;
 }
 
 /**
@@ -146,20 +148,39 @@ function prepare(): Prepared {
   });
 
   // The big image: one layer holding one 1.2 GB file.
-  const bigLayout = path.join(WORK, 'big-oci');
-  const bigClip = path.join(archives, 'big.clip');
-  if (!fs.existsSync(bigClip)) {
-    log('building a one-layer image around the 1.2 GB layer (once)');
-    fs.rmSync(bigLayout, { recursive: true, force: true });
-    const blobs = path.join(bigLayout, 'blobs', 'sha256');
+  const big = oneLayerImage(BIG_BLOB, 'big', archives, layers);
+  return {
+    demoClip,
+    rootfs,
+    squash,
+    cache,
+    bigClip: big.clip,
+    bigLayerFile: path.join(layers, big.diffId.slice(7)),
+    bigFileName: big.fileName,
+    layers,
+  };
+}
+
+/**
+ * An OCI layout (under WORK) of one layer, `blob`, indexed into
+ * `<archives>/<tag>.clip` (once); the layer's tar stream is put in the
+ * disk cache `layers` when `warm`.
+ */
+function oneLayerImage(blob: string, tag: string, archives: string, layers: string, warm = true): { clip: string; diffId: string; fileName: string } {
+  const layout = path.join(WORK, `${tag}-oci`);
+  const clip = path.join(archives, `${tag}.clip`);
+  if (!fs.existsSync(clip)) {
+    log(`building a one-layer image around ${path.basename(blob)} (once)`);
+    fs.rmSync(layout, { recursive: true, force: true });
+    const blobs = path.join(layout, 'blobs', 'sha256');
     fs.mkdirSync(blobs, { recursive: true });
-    const digest = sha256Hex(BIG_BLOB);
+    const digest = sha256Hex(blob);
     try {
-      fs.linkSync(BIG_BLOB, path.join(blobs, digest));
+      fs.linkSync(blob, path.join(blobs, digest));
     } catch {
-      fs.copyFileSync(BIG_BLOB, path.join(blobs, digest));
+      fs.copyFileSync(blob, path.join(blobs, digest));
     }
-    const diffId = sh(`igzip -dc '${BIG_BLOB}' | sha256sum`).split(' ')[0];
+    const diffId = sh(`igzip -dc '${blob}' | sha256sum`).split(' ')[0];
     const writeBlob = (text: string) => {
       fs.writeFileSync(path.join(blobs, 'tmp'), text);
       const hex = sha256Hex(path.join(blobs, 'tmp'));
@@ -172,27 +193,34 @@ function prepare(): Prepared {
         schemaVersion: 2,
         mediaType: 'application/vnd.oci.image.manifest.v1+json',
         config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${digest}`, size: fs.statSync(BIG_BLOB).size }],
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${digest}`, size: fs.statSync(blob).size }],
       }),
     );
-    fs.writeFileSync(path.join(bigLayout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    fs.writeFileSync(path.join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
     fs.writeFileSync(
-      path.join(bigLayout, 'index.json'),
-      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...man, annotations: { 'org.opencontainers.image.ref.name': 'big' } }] }),
+      path.join(layout, 'index.json'),
+      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...man, annotations: { 'org.opencontainers.image.ref.name': tag } }] }),
     );
-    sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${bigLayout}:big' -o '${bigClip}'`);
-    sh(`igzip -dc '${BIG_BLOB}' > '${layers}/${diffId}.partial-bench' && mv '${layers}/${diffId}.partial-bench' '${layers}/${diffId}'`);
+    sh(`'${process.execPath}' '${CLI}' --log-level error index 'oci:${layout}:${tag}' -o '${clip}'`);
+    if (warm) sh(`igzip -dc '${blob}' > '${layers}/${diffId}.partial-bench' && mv '${layers}/${diffId}.partial-bench' '${layers}/${diffId}'`);
   }
-  const bigConfig = JSON.parse(sh(`'${process.execPath}' -e "const {ClipArchive}=require('${ROOT}/dist/src'); const a=ClipArchive.open('${bigClip}'); console.log(JSON.stringify({diffId:a.layers()[0].diffId, names:a.readdir(1).map(e=>e.name)}))"`));
-  return {
-    demoClip,
-    rootfs,
-    squash,
-    cache,
-    bigClip,
-    bigLayerFile: path.join(layers, bigConfig.diffId.slice(7)),
-    bigFileName: bigConfig.names[0],
-  };
+  const config = JSON.parse(sh(`'${process.execPath}' -e "const {ClipArchive}=require('${ROOT}/dist/src'); const a=ClipArchive.open('${clip}'); console.log(JSON.stringify({diffId:a.layers()[0].diffId, names:a.readdir(1).map(e=>e.name)}))"`));
+  return { clip, diffId: config.diffId, fileName: config.names[0] };
+}
+
+/**
+ * A layer of one 2.4 GB file (the big layer's file twice), for the memory
+ * of a multi-GiB read; built once next to the big layer.
+ */
+function hugeLayer(): string {
+  const huge = path.join(path.dirname(BIG_BLOB), 'big-layer-2g.tar.gz');
+  if (!fs.existsSync(huge)) {
+    log('building a 2.4 GB layer (once)');
+    const tmp = fs.mkdtempSync(path.join(WORK, 'huge-'));
+    sh(`{ igzip -dc '${BIG_BLOB}' | tar -xO; igzip -dc '${BIG_BLOB}' | tar -xO; } > '${tmp}/huge.bin' && tar -C '${tmp}' -cf - huge.bin | pigz -6 > '${huge}.tmp' && mv '${huge}.tmp' '${huge}'`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  return huge;
 }
 
 /** The 100k-entry image (test/images.ts builds it once into the fixtures dir), indexed once. */
@@ -359,6 +387,9 @@ function main() {
   log('memory');
   const rssRows: string[][] = [];
   const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  /** The most any row's process was resident besides its archive (right after, 3 s later, or at its peak). */
+  let worstRss = 0;
+  const worst = (...bytes: number[]) => (worstRss = Math.max(worstRss, ...bytes));
   const manyClip = prepareManyFiles(p);
   const coldCache = () => fs.mkdtempSync(path.join(WORK, 'cold-cache-'));
   for (const [label, archive, cacheDir, extra] of [
@@ -377,15 +408,34 @@ function main() {
       spawnSync('sleep', [String(QUIET_SECONDS)]);
       const quiet = rss(mpid);
       const archiveSize = fs.statSync(archive).size;
-      rssRows.push([label, mib(r.rss), mib(r.anon), mib(r.file), mib(archiveSize), mib(r.rss - archiveSize), mib(quiet.rss - archiveSize), mib(quiet.peak)]);
+      rssRows.push([label, mib(r.rss), mib(r.anon), mib(r.file), mib(archiveSize), mib(r.rss - archiveSize), mib(quiet.rss - archiveSize), mib(quiet.peak - archiveSize)]);
+      worst(r.rss - archiveSize, quiet.rss - archiveSize, quiet.peak - archiveSize);
     } finally {
       clipUmount(mp, mpid);
       if (cacheDir !== p.cache) fs.rmSync(cacheDir, { recursive: true, force: true });
     }
   }
-  rssRows.push(['1.2 GB file read sequentially, warm cache', mib(bigRss.rss), mib(bigRss.anon), mib(bigRss.file), mib(fs.statSync(p.bigClip).size), '', '', mib(bigRss.peak)]);
+  rssRows.push(['1.2 GB file read sequentially, warm cache', mib(bigRss.rss), mib(bigRss.anon), mib(bigRss.file), mib(fs.statSync(p.bigClip).size), '', '', mib(bigRss.peak - fs.statSync(p.bigClip).size)]);
+  worst(bigRss.peak - fs.statSync(p.bigClip).size);
+  if (!quick) {
+    // The most a read of one file asks of the miss path: 2.4 GB, every read
+    // a source span (no fill), so every byte passes through the process.
+    const huge = oneLayerImage(hugeLayer(), 'huge', path.dirname(p.demoClip), p.layers, false);
+    const cacheDir = coldCache();
+    const mpid = clipMount(huge.clip, mp, cacheDir, ['--prefetch', 'none']);
+    try {
+      const seconds = timeSh(`cat '${mp}/${huge.fileName}' > /dev/null`);
+      const r = rss(mpid);
+      const archiveSize = fs.statSync(huge.clip).size;
+      rssRows.push([`2.4 GB file read sequentially, cold: empty cache, --prefetch none (${seconds.toFixed(1)} s)`, mib(r.rss), mib(r.anon), mib(r.file), mib(archiveSize), mib(r.rss - archiveSize), '', mib(r.peak - archiveSize)]);
+      worst(r.peak - archiveSize);
+    } finally {
+      clipUmount(mp, mpid);
+      fs.rmSync(cacheDir, { recursive: true, force: true });
+    }
+  }
   out.push('## RSS of the mount process (node + addon) after a full walk and read', '');
-  out.push(table(['workload', 'VmRSS', 'anonymous', 'file-backed (node binary, addon, mapped archive)', 'archive', 'VmRSS besides the archive', `the same ${QUIET_SECONDS} s later`, 'peak (VmHWM)'], rssRows), '');
+  out.push(table(['workload', 'VmRSS', 'anonymous', 'file-backed (node binary, addon, mapped archive)', 'archive', 'VmRSS besides the archive', `the same ${QUIET_SECONDS} s later`, 'peak (VmHWM) besides the archive'], rssRows), '');
   out.push(
     `Measured right after the walk (a background fill may still be running), and again after ${QUIET_SECONDS} s idle; the peak is the most the process was`,
     'resident at any time (the cold rows: while the fill streamed the layer). Goal: <= 64 MiB besides the archive.',
@@ -395,6 +445,13 @@ function main() {
   const text = out.join('\n');
   process.stdout.write(`${text}\n`);
   const figures: Figure[] = [
+    {
+      figure: `mount RSS besides the archive, the most of any row of the memory table at any time (VmHWM)`,
+      unit: 'MiB',
+      samples: [worstRss / 1048576],
+      goal: '≤ 64 MiB',
+      met: worstRss <= 64 * 1048576,
+    },
     { figure: `stat of every entry (${entries}), warm, vs the native filesystem`, unit: 's', samples: clipWarm, peer: { name: 'native filesystem', samples: native }, goal: '≤ 1.5× the time', met: median(clipWarm) <= 1.5 * median(native) },
     { figure: 'stat of every entry, cold (fresh mount), vs squashfuse_ll', unit: 's', samples: clipCold, peer: { name: 'squashfuse_ll', samples: sqCold }, goal: 'faster', met: median(clipCold) < median(sqCold) },
     { figure: 'stat of every entry, warm, vs squashfuse_ll', unit: 's', samples: clipWarm, peer: { name: 'squashfuse_ll', samples: sqWarm }, goal: 'faster', met: median(clipWarm) < median(sqWarm) },

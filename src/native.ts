@@ -100,6 +100,8 @@ export interface RawLayerReader {
   readFrom(compressed: Buffer, base: number, offset: number, length: number): Promise<Buffer>;
   spanFor(offset: number, length: number): RawSpan;
   info(): RawLayerReaderInfo;
+  /** Checkpoint i's window, inflated. ECORRUPT when the stored window does not inflate. */
+  window(i: number): Buffer;
 }
 
 export interface NativeBinding {

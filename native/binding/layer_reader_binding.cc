@@ -51,7 +51,8 @@ Napi::Function LayerReaderWrap::Define(Napi::Env env) {
                      {InstanceMethod<&LayerReaderWrap::Read>("read"),
                       InstanceMethod<&LayerReaderWrap::ReadFrom>("readFrom"),
                       InstanceMethod<&LayerReaderWrap::SpanFor>("spanFor"),
-                      InstanceMethod<&LayerReaderWrap::Info>("info")});
+                      InstanceMethod<&LayerReaderWrap::Info>("info"),
+                      InstanceMethod<&LayerReaderWrap::Window>("window")});
 }
 
 LayerReaderWrap::LayerReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerReaderWrap>(info) {
@@ -112,6 +113,19 @@ Napi::Value LayerReaderWrap::SpanFor(const Napi::CallbackInfo& info) {
   o.Set("end", static_cast<double>(span.end));
   o.Set("checkpoint", static_cast<double>(span.checkpoint));
   return o;
+}
+
+Napi::Value LayerReaderWrap::Window(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint64_t i = ToOffset(env, info[0], "checkpoint");
+  if (i >= index_.checkpoints.size()) ThrowInvalid(env, "no checkpoint " + std::to_string(i));
+  std::vector<uint8_t> window;
+  try {
+    index_.LoadWindow(static_cast<size_t>(i), window);
+  } catch (const core::CoreError& e) {
+    throw MakeError(env, core::ErrorCodeName(e.code()), e.what());
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, window.data(), window.size());
 }
 
 Napi::Value LayerReaderWrap::Info(const Napi::CallbackInfo& info) {

@@ -30,6 +30,8 @@ class LayerReaderWrap : public Napi::ObjectWrap<LayerReaderWrap> {
   Napi::Value ReadFrom(const Napi::CallbackInfo& info);
   Napi::Value SpanFor(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
+  // window(i): Buffer, checkpoint i's window inflated (its window_length bytes).
+  Napi::Value Window(const Napi::CallbackInfo& info);
   void CheckRange(Napi::Env env, uint64_t offset, uint64_t length) const;
 
   core::CheckpointIndex index_;

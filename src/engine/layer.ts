@@ -121,4 +121,9 @@ export class LayerReader {
   readFrom(compressed: Buffer, base: number, offset: number, length: number): Promise<Buffer> {
     return this.raw.readFrom(compressed, base, offset, length);
   }
+
+  /** Checkpoint i's window, inflated. Errors: ECORRUPT (the stored window does not inflate), EINVAL (no such checkpoint). */
+  window(i: number): Buffer {
+    return this.raw.window(i);
+  }
 }

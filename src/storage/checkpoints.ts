@@ -35,7 +35,6 @@
  * Version-1 (no digests) and version-2 (one per span) indexes are refused
  * (EUNSUPPORTED: re-index).
  */
-import * as zlib from 'node:zlib';
 import { ClipError } from '../errors';
 
 const HEADER_SIZE = 56;
@@ -84,7 +83,12 @@ export class CheckpointTable {
    * reader's CRC; the fields used here are checked again).
    * Errors: ECORRUPT when it is not one, or is inconsistent.
    */
-  constructor(private readonly serialized: Buffer, what: string) {
+  /**
+   * @param windows checkpoint i's window, inflated (the engine's reader has
+   *   them; only verifyInterval needs them): the table keeps no copy of the
+   *   serialized index, which for a multi-GiB layer is several MiB of windows.
+   */
+  constructor(serialized: Buffer, what: string, private readonly windows: ((i: number) => Buffer) | null = null) {
     const bad = (why: string) => new ClipError('ECORRUPT', `${what}: checkpoint index ${why}`);
     if (serialized.length < HEADER_SIZE + 4 || serialized.toString('latin1', 0, 8) !== MAGIC) throw bad('has no CLIPCKPT header');
     const version = serialized.readUInt32LE(8);
@@ -198,12 +202,8 @@ export class CheckpointTable {
   window(i: number): Buffer {
     const c = this.checkpoints[i];
     if (c.windowLength === 0) return Buffer.alloc(0);
-    let out: Buffer;
-    try {
-      out = zlib.inflateRawSync(this.serialized.subarray(c.storedOffset, c.storedOffset + c.storedLength));
-    } catch {
-      throw new ClipError('ECORRUPT', `checkpoint ${i}'s stored window does not inflate`);
-    }
+    if (!this.windows) throw new ClipError('EINVAL', 'this checkpoint table was made without its windows');
+    const out = this.windows(i);
     if (out.length !== c.windowLength) throw new ClipError('ECORRUPT', `checkpoint ${i}'s window is ${out.length} bytes, not ${c.windowLength}`);
     return out;
   }

@@ -120,7 +120,11 @@ export class SourceTier {
     let s = this.state.get(layer.index);
     if (!s) {
       const buf = layer.checkpoints();
-      s = { table: new CheckpointTable(buf, `layer ${layer.index} (${layer.descriptor.digest})`), reader: new LayerReader(buf) };
+      const reader = new LayerReader(buf);
+      s = { table: new CheckpointTable(buf, `layer ${layer.index} (${layer.descriptor.digest})`, (i) => reader.window(i)), reader };
+      // Both copied what they keep out of it: a layer's index is MiBs for a
+      // multi-GiB layer, freed now rather than at a full collection.
+      native.releaseBuffer(buf);
       if (s.table.compressedSize !== layer.descriptor.size || s.table.uncompressedSize !== layer.uncompressedSize) {
         throw new ClipError('ECORRUPT', `layer ${layer.index}: its checkpoint index describes a different blob than the archive's layer table`);
       }
