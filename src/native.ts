@@ -109,7 +109,7 @@ export interface NativeBinding {
   indexLayerFile(path: string, options: RawIndexOptions): Promise<RawLayerIndex>;
   LayerIndexer: new (options: RawIndexOptions) => RawLayerIndexer;
   LayerFill: new (fd: number, options: RawLayerFillOptions) => RawLayerFill;
-  LayerReader: new (checkpoints: Buffer, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
+  LayerReader: new (checkpoints: Buffer | { archive: unknown; layer: number }, blobPath: string | null, engine?: 'isal' | 'zlib') => RawLayerReader;
   /** malloc_trim(0): hands the free pages of every malloc arena back to the kernel; true if any were. */
   trimMemory(): boolean;
   /** Frees a Buffer that spans its whole ArrayBuffer now (detaches it: length 0 after); false when it is not one. */

@@ -1,5 +1,7 @@
 #include "layer_reader_binding.h"
 
+#include "archive_binding.h"
+
 #include "../core/range_reader.h"
 #include "convert.h"
 #include "errors.h"
@@ -57,10 +59,27 @@ Napi::Function LayerReaderWrap::Define(Napi::Env env) {
 
 LayerReaderWrap::LayerReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerReaderWrap>(info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsBuffer()) ThrowInvalid(env, "LayerReader expects the serialized checkpoints as a Buffer");
-  auto bytes = info[0].As<Napi::Buffer<uint8_t>>();
+  const bool from_archive = info[0].IsObject() && !info[0].IsBuffer();
+  if (!info[0].IsBuffer() && !from_archive)
+    ThrowInvalid(env, "LayerReader expects the serialized checkpoints as a Buffer, or {archive, layer}");
   try {
-    index_ = core::CheckpointIndex::Deserialize({bytes.Data(), bytes.Length()});
+    if (from_archive) {
+      // {archive: ArchiveReader, layer}: the index is read in place in the
+      // archive's mapping, which the index keeps alive.
+      Napi::Object o = info[0].As<Napi::Object>();
+      Napi::Value archive = o.Get("archive");
+      if (!archive.IsObject() || !archive.As<Napi::Object>().InstanceOf(Data(env).archive_reader.Value()))
+        ThrowInvalid(env, "LayerReader: archive must be an ArchiveReader");
+      std::shared_ptr<const core::ArchiveView> view = ArchiveReaderWrap::Unwrap(archive.As<Napi::Object>())->shared_view();
+      if (!view) ThrowInvalid(env, "LayerReader: the archive is closed");
+      const uint64_t layer = ToOffset(env, o.Get("layer"), "layer");
+      if (layer >= view->layer_count()) ThrowInvalid(env, "LayerReader: layer " + std::to_string(layer) + " is out of range");
+      const std::span<const uint8_t> bytes = view->Layer(static_cast<uint32_t>(layer)).checkpoints;
+      index_ = core::CheckpointIndex::DeserializeInPlace(bytes, view);
+    } else {
+      auto bytes = info[0].As<Napi::Buffer<uint8_t>>();
+      index_ = core::CheckpointIndex::Deserialize({bytes.Data(), bytes.Length()});
+    }
     if (info[1].IsString()) file_ = std::make_unique<core::FileSource>(info[1].As<Napi::String>().Utf8Value());
   } catch (const core::CoreError& e) {
     throw MakeError(env, core::ErrorCodeName(e.code()), e.what());

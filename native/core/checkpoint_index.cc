@@ -132,7 +132,7 @@ void CheckpointIndex::LoadWindow(size_t i, std::vector<uint8_t>& out) const {
   const Checkpoint& checkpoint = checkpoints[i];
   out.resize(checkpoint.window_length);
   if (checkpoint.window_length == 0) {
-    if (!checkpoint.stored_window.empty()) Corrupt("window stored for an empty window");
+    if (!checkpoint.stored().empty()) Corrupt("window stored for an empty window");
     return;
   }
   // Per-thread: inflate_state is ~87 KiB, and this runs on every range read.
@@ -140,8 +140,9 @@ void CheckpointIndex::LoadWindow(size_t i, std::vector<uint8_t>& out) const {
   if (!state) state = std::make_unique<inflate_state>();
   isal_inflate_init(state.get());
   state->crc_flag = ISAL_DEFLATE;
-  state->next_in = const_cast<uint8_t*>(checkpoint.stored_window.data());
-  state->avail_in = static_cast<uint32_t>(checkpoint.stored_window.size());
+  const std::span<const uint8_t> stored = checkpoint.stored();
+  state->next_in = const_cast<uint8_t*>(stored.data());
+  state->avail_in = static_cast<uint32_t>(stored.size());
   state->next_out = out.data();
   state->avail_out = checkpoint.window_length;
   int ret = isal_inflate_stateless(state.get());
@@ -279,7 +280,7 @@ void CheckpointIndex::VerifySpans(size_t first, uint64_t begin, std::span<const 
 
 size_t CheckpointIndex::SerializedSize() const {
   size_t size = kHeaderSize + kTrailerSize;
-  for (const Checkpoint& c : checkpoints) size += kCheckpointSize + c.proofs.size() * kProofSize + c.stored_window.size();
+  for (const Checkpoint& c : checkpoints) size += kCheckpointSize + c.proofs.size() * kProofSize + c.stored().size();
   return size;
 }
 
@@ -311,22 +312,30 @@ std::vector<uint8_t> CheckpointIndex::Serialize() const {
     Put(at, static_cast<uint8_t>(c.kind), 1);
     Put(at, 0, 2);  // reserved
     Put(at, c.window_length, 4);
-    Put(at, c.stored_window.size(), 4);
+    Put(at, c.stored().size(), 4);
     Put(at, c.proofs.size(), 4);
     for (const Proof& proof : c.proofs) {
       Put(at, proof.output_end, 8);
       std::memcpy(at, proof.digest.data(), kDigestSize);
       at += kDigestSize;
     }
-    if (!c.stored_window.empty()) std::memcpy(at, c.stored_window.data(), c.stored_window.size());
-    at += c.stored_window.size();
+    if (!c.stored().empty()) std::memcpy(at, c.stored().data(), c.stored().size());
+    at += c.stored().size();
   }
   const size_t body = out.size() - kTrailerSize;
   Put(at, Crc32(out.data(), body), 4);
   return out;
 }
 
-CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
+CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) { return Parse(bytes, true); }
+
+CheckpointIndex CheckpointIndex::DeserializeInPlace(std::span<const uint8_t> bytes, std::shared_ptr<const void> keep) {
+  CheckpointIndex index = Parse(bytes, false);
+  index.backing = std::move(keep);
+  return index;
+}
+
+CheckpointIndex CheckpointIndex::Parse(std::span<const uint8_t> bytes, bool copy_windows) {
   if (bytes.size() < kHeaderSize + kTrailerSize) Corrupt("too short (" + std::to_string(bytes.size()) + " bytes)");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) Corrupt("bad magic");
@@ -419,7 +428,11 @@ CheckpointIndex CheckpointIndex::Deserialize(std::span<const uint8_t> bytes) {
       if (checkpoint.uncompressed_offset <= previous.uncompressed_offset) Corrupt(which + "offsets not increasing");
       if (checkpoint.compressed_offset < previous.compressed_offset) Corrupt(which + "compressed offsets decrease");
     }
-    checkpoint.stored_window.assign(p + pos, p + pos + stored_length);
+    if (copy_windows) {
+      checkpoint.stored_window.assign(p + pos, p + pos + stored_length);
+    } else {
+      checkpoint.stored_in_place = std::span<const uint8_t>(p + pos, stored_length);
+    }
     pos += stored_length;
     index.checkpoints.push_back(std::move(checkpoint));
   }

@@ -83,6 +83,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -112,7 +113,14 @@ struct Checkpoint {
   uint8_t bits = 0;                  // 0..7 bits of byte compressed_offset-1 that belong to the block
   CheckpointKind kind = CheckpointKind::kBlock;
   uint32_t window_length = 0;        // bytes of uncompressed window (<= 32768)
-  std::vector<uint8_t> stored_window;  // the window, raw-deflate compressed
+  std::vector<uint8_t> stored_window;  // the window, raw-deflate compressed ...
+  // ... or, in an index deserialized in place, where it lies in the
+  // serialized bytes (which the index keeps alive: CheckpointIndex::backing)
+  std::span<const uint8_t> stored_in_place;
+
+  std::span<const uint8_t> stored() const {
+    return stored_window.empty() ? stored_in_place : std::span<const uint8_t>(stored_window);
+  }
   std::vector<Proof> proofs;         // the span's proofs, in order (see the file comment)
 };
 
@@ -138,6 +146,7 @@ class CheckpointIndex {
   uint64_t spacing = 0;            // requested uncompressed bytes between checkpoints
   uint32_t proof_size = kDefaultProofSize;  // compressed bytes per proof (gzip)
   std::vector<Checkpoint> checkpoints;  // sorted by uncompressed_offset, first one at 0
+  std::shared_ptr<const void> backing;  // keeps in-place stored windows' bytes alive (DeserializeInPlace)
 
   // Appends a checkpoint, compressing `window` (window.size() <= kMaxWindow;
   // a member start needs no window and any given is ignored). Thread-
@@ -216,6 +225,15 @@ class CheckpointIndex {
   // kUnsupported. Throws kInvalidArgument from Serialize when a gzip
   // index's checkpoints lack their proofs.
   static CheckpointIndex Deserialize(std::span<const uint8_t> bytes);
+  // Deserialize without copying the stored windows (most of an index's
+  // bytes): each checkpoint's points into `bytes`, which `keep` owns (an
+  // archive's mapping) and the index holds on to. A reader of a multi-GiB
+  // layer then keeps MiBs less anonymous memory; the windows' pages are the
+  // archive's, read when a read starts from their checkpoint.
+  static CheckpointIndex DeserializeInPlace(std::span<const uint8_t> bytes, std::shared_ptr<const void> keep);
+
+ private:
+  static CheckpointIndex Parse(std::span<const uint8_t> bytes, bool copy_windows);
 };
 
 }  // namespace clip::core

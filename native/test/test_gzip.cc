@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -1129,6 +1130,29 @@ TEST(gzip_index_serialization) {
     CHECK_EQ(int{x.bits}, int{y.bits});
     CHECK(x.kind == y.kind);
     CHECK(x.stored_window == y.stored_window);
+  }
+  // In place: no window is copied, each points into the bytes the index
+  // keeps alive (the caller's copy goes first), and it serializes and
+  // inflates its windows as the copying one does.
+  {
+    auto kept = std::make_shared<const Bytes>(bytes);
+    CheckpointIndex in_place = CheckpointIndex::DeserializeInPlace(*kept, kept);
+    const uint8_t* begin = kept->data();
+    kept.reset();
+    CHECK(in_place.Serialize() == bytes);
+    Bytes a, b;
+    size_t windows = 0;
+    for (size_t i = 0; i < in_place.checkpoints.size(); ++i) {
+      const Checkpoint& c = in_place.checkpoints[i];
+      CHECK(c.stored_window.empty());
+      if (c.window_length == 0) continue;
+      ++windows;
+      CHECK(c.stored_in_place.data() >= begin && c.stored_in_place.data() < begin + bytes.size());
+      in_place.LoadWindow(i, a);
+      copy.LoadWindow(i, b);
+      CHECK(a == b);
+    }
+    CHECK(windows > 3);
   }
   // Every truncation, and flipped bytes, fail the checks.
   for (size_t n = 0; n < bytes.size(); n += (n < 200 ? 1 : 997)) {

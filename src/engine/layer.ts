@@ -5,6 +5,7 @@
  * the checkpoints, from the blob on disk or from compressed bytes the caller
  * fetched (ask spanFor() which ones).
  */
+import { ClipArchive } from '../archive/reader';
 import { ClipError } from '../errors';
 import { native, RawLayerIndex, RawLayerReader, RawLayerReaderInfo, RawSpan } from '../native';
 import { fromNativePath } from '../path-bytes';
@@ -90,13 +91,21 @@ export class LayerReader {
   private readonly raw: RawLayerReader;
 
   /**
-   * @param checkpoints the serialized checkpoints from a LayerIndex
+   * @param checkpoints the serialized checkpoints from a LayerIndex, or a
+   *   layer of an open archive, whose checkpoints are then read in place in
+   *   its mapping (no copy of the stored windows; the mapping stays while
+   *   the reader does)
    * @param blobPath the compressed blob on disk, if reads should pread it
    */
-  constructor(checkpoints: Buffer, blobPath?: string, engine: InflateEngine = 'isal') {
-    if (!Buffer.isBuffer(checkpoints)) throw new ClipError('EINVAL', 'LayerReader: checkpoints must be a Buffer');
+  constructor(checkpoints: Buffer | { archive: ClipArchive; layer: number }, blobPath?: string, engine: InflateEngine = 'isal') {
     if (engine !== 'isal' && engine !== 'zlib') throw new ClipError('EINVAL', 'LayerReader: engine must be "isal" or "zlib"');
-    this.raw = new native.LayerReader(checkpoints, blobPath ?? null, engine);
+    if (Buffer.isBuffer(checkpoints)) {
+      this.raw = new native.LayerReader(checkpoints, blobPath ?? null, engine);
+    } else if (checkpoints && checkpoints.archive instanceof ClipArchive && Number.isSafeInteger(checkpoints.layer)) {
+      this.raw = new native.LayerReader({ archive: checkpoints.archive.nativeReader, layer: checkpoints.layer }, blobPath ?? null, engine);
+    } else {
+      throw new ClipError('EINVAL', 'LayerReader: checkpoints must be a Buffer or {archive, layer}');
+    }
   }
 
   info(): LayerReaderInfo {

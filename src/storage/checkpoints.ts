@@ -57,7 +57,7 @@ export interface Checkpoint {
   storedOffset: number;
   storedLength: number;
   /** Output end of each proof of its span (uncompressed offsets; the last is the interval's end). */
-  proofOutputs: number[];
+  proofOutputs: Float64Array;
 }
 
 export interface Interval {
@@ -109,14 +109,18 @@ export class CheckpointTable {
     this.proofSize = serialized.readUInt32LE(52);
     if (this.format === 'gzip' && this.proofSize === 0) throw bad('has no proof size');
     this.checkpoints = [];
+    const proofAt: number[] = []; // per checkpoint: where its proofs sit, how many
     let at = HEADER_SIZE;
     for (let i = 0; i < count; i++) {
       if (at + CHECKPOINT_SIZE > serialized.length - 4) throw bad('is truncated');
       const proofCount = serialized.readUInt32LE(at + 28);
       const proofsAt = at + CHECKPOINT_SIZE;
       if (proofCount < 1 || proofsAt + proofCount * PROOF_SIZE > serialized.length - 4) throw bad('is truncated');
-      const proofOutputs: number[] = [];
-      for (let j = 0; j < proofCount; j++) proofOutputs.push(Number(serialized.readBigUInt64LE(proofsAt + j * PROOF_SIZE)));
+      // Views of one array for every span's proofs (filled below): a
+      // multi-GiB layer has tens of thousands, which as arrays of their own
+      // took MiBs of heap.
+      const proofOutputs = new Float64Array(0);
+      proofAt.push(proofsAt, proofCount);
       const c: Checkpoint = {
         uncompressedOffset: Number(serialized.readBigUInt64LE(at)),
         compressedOffset: Number(serialized.readBigUInt64LE(at + 8)),
@@ -139,6 +143,15 @@ export class CheckpointTable {
         throw bad(`has an inconsistent checkpoint ${i}`);
       }
       this.checkpoints.push(c);
+    }
+    let proofs = 0;
+    for (let i = 1; i < proofAt.length; i += 2) proofs += proofAt[i];
+    const outputs = new Float64Array(proofs);
+    for (let i = 0, k = 0; i < this.checkpoints.length; i++) {
+      const [from, n] = [proofAt[2 * i], proofAt[2 * i + 1]];
+      for (let j = 0; j < n; j++) outputs[k + j] = Number(serialized.readBigUInt64LE(from + j * PROOF_SIZE));
+      this.checkpoints[i].proofOutputs = outputs.subarray(k, k + n);
+      k += n;
     }
     if (this.format === 'gzip' && this.uncompressedSize > 0 && (count === 0 || this.checkpoints[0].uncompressedOffset !== 0)) {
       throw bad('does not start with a checkpoint at offset 0');

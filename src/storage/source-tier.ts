@@ -64,6 +64,8 @@ export interface SourceLayer {
   format: 'gzip' | 'tar';
   /** The serialized checkpoint index, fetched on first use. */
   checkpoints(): Buffer;
+  /** A reader of its checkpoints; by default one over checkpoints()'s copy. */
+  reader?(): LayerReader;
 }
 
 interface LayerState {
@@ -120,7 +122,7 @@ export class SourceTier {
     let s = this.state.get(layer.index);
     if (!s) {
       const buf = layer.checkpoints();
-      const reader = new LayerReader(buf);
+      const reader = layer.reader ? layer.reader() : new LayerReader(buf);
       s = { table: new CheckpointTable(buf, `layer ${layer.index} (${layer.descriptor.digest})`, (i) => reader.window(i)), reader };
       // Both copied what they keep out of it: a layer's index is MiBs for a
       // multi-GiB layer, freed now rather than at a full collection.

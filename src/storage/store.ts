@@ -27,6 +27,7 @@
  */
 import { Readable } from 'node:stream';
 import { ClipArchive, ArchiveStat, ROOT_INO } from '../archive/reader';
+import { LayerReader } from '../engine/layer';
 import { checkOptions } from '../engine/options';
 import { ClipError, isClipError } from '../errors';
 import { log } from '../log';
@@ -181,6 +182,8 @@ export class LayerStore {
         format: l.format,
         uncompressedSize: l.uncompressedSize,
         checkpoints: () => archive.checkpoints(index),
+        // In place in the archive's mapping: a multi-GiB layer's windows are MiBs.
+        reader: () => new LayerReader({ archive, layer: index }),
         pinned: null,
         probedAt: 0,
         diskFillStarted: false,
