@@ -90,7 +90,8 @@ export interface RawLayerFillOptions {
  */
 export interface RawLayerFill {
   push(chunk: Buffer): Promise<void>;
-  pushFile(path: string): Promise<void>;
+  /** Feeds blob bytes [offset, offset + maxBytes) of a local file; resolves with the bytes fed (0: its end). */
+  pushFile(path: string, offset: number, maxBytes: number): Promise<number>;
   finish(): Promise<void>;
   cancel(): void;
 }

@@ -13,21 +13,25 @@ namespace {
 // wrapper (and to a pushed Buffer) so neither is collected meanwhile.
 class FillWorker final : public PromiseWorker {
  public:
-  FillWorker(Napi::Env env, LayerFillWrap* wrap, Napi::Object self, std::function<void()> step)
+  // `step` returns what the promise resolves to (a byte count for pushFile).
+  FillWorker(Napi::Env env, LayerFillWrap* wrap, Napi::Object self, std::function<double()> step)
       : PromiseWorker(env), wrap_(wrap), self_(Napi::Persistent(self)), step_(std::move(step)) {}
   ~FillWorker() override { wrap_->set_busy(false); }
 
   void Keep(Napi::Buffer<uint8_t> chunk) { chunk_ = Napi::Persistent(chunk); }
+  void ResolveWithCount() { counts_ = true; }
 
  protected:
-  void Run() override { step_(); }
-  Napi::Value Resolve(Napi::Env env) override { return env.Undefined(); }
+  void Run() override { result_ = step_(); }
+  Napi::Value Resolve(Napi::Env env) override { return counts_ ? Napi::Number::New(env, result_) : env.Undefined(); }
 
  private:
   LayerFillWrap* wrap_;
   Napi::ObjectReference self_;
   Napi::Reference<Napi::Buffer<uint8_t>> chunk_;
-  std::function<void()> step_;
+  std::function<double()> step_;
+  double result_ = 0;
+  bool counts_ = false;
 };
 
 std::string StringOption(Napi::Object o, const char* key) {
@@ -76,7 +80,10 @@ Napi::Value LayerFillWrap::Push(const Napi::CallbackInfo& info) {
   const uint8_t* data = chunk.Data();
   const size_t len = chunk.Length();
   busy_ = true;
-  auto* worker = new FillWorker(env, this, info.This().As<Napi::Object>(), [this, data, len] { filler_->Feed(data, len); });
+  auto* worker = new FillWorker(env, this, info.This().As<Napi::Object>(), [this, data, len] {
+    filler_->Feed(data, len);
+    return 0.0;
+  });
   worker->Keep(chunk);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
@@ -87,9 +94,14 @@ Napi::Value LayerFillWrap::PushFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckIdle(env);
   if (!info[0].IsString()) ThrowInvalid(env, "pushFile expects a path");
+  const uint64_t offset = ToOffset(env, info[1], "offset");
+  const uint64_t max_bytes = ToOffset(env, info[2], "maxBytes");
   busy_ = true;
   auto* worker = new FillWorker(env, this, info.This().As<Napi::Object>(),
-                                [this, path = info[0].As<Napi::String>().Utf8Value()] { filler_->FeedFile(path, cancelled_); });
+                                [this, path = info[0].As<Napi::String>().Utf8Value(), offset, max_bytes] {
+                                  return static_cast<double>(filler_->FeedFileRange(path, offset, max_bytes, cancelled_));
+                                });
+  worker->ResolveWithCount();
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
@@ -100,7 +112,10 @@ Napi::Value LayerFillWrap::Finish(const Napi::CallbackInfo& info) {
   CheckIdle(env);
   busy_ = true;
   finished_ = true;
-  auto* worker = new FillWorker(env, this, info.This().As<Napi::Object>(), [this] { filler_->Finish(); });
+  auto* worker = new FillWorker(env, this, info.This().As<Napi::Object>(), [this] {
+    filler_->Finish();
+    return 0.0;
+  });
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

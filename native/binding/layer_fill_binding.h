@@ -1,5 +1,5 @@
 // JavaScript face of core::LayerFiller: the class LayerFill {push(buffer),
-// pushFile(path), finish(), cancel()} that the disk cache's fills write
+// pushFile(path, offset, maxBytes) -> bytes fed, finish(), cancel()} that the disk cache's fills write
 // through (src/storage/fill.ts).
 #pragma once
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -32,23 +33,27 @@ class LayerFiller::Impl {
     Guard([&] { FeedUnguarded(data, len); });
   }
 
-  void FeedFile(const std::string& path, const std::atomic<bool>& cancelled) {
+  size_t FeedFileRange(const std::string& path, uint64_t offset, uint64_t max_bytes, const std::atomic<bool>& cancelled) {
+    size_t fed = 0;
     Guard([&] {
       FileDescriptor in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       if (!in.valid()) Fail(ErrorCode::kIo, "cannot open " + path + ": " + std::strerror(errno));
-      ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-      std::vector<uint8_t> buffer(kReadBytes);
-      for (;;) {
+      ::posix_fadvise(in.get(), static_cast<off_t>(offset), static_cast<off_t>(max_bytes), POSIX_FADV_SEQUENTIAL);
+      buffer_.resize(kReadBytes);
+      while (fed < max_bytes) {
         if (cancelled.load(std::memory_order_relaxed)) Fail(ErrorCode::kIo, "the fill was cancelled");
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(buffer_.size(), max_bytes - fed));
         ssize_t n;
         do {
-          n = ::read(in.get(), buffer.data(), buffer.size());
+          n = ::pread(in.get(), buffer_.data(), want, static_cast<off_t>(offset + fed));
         } while (n < 0 && errno == EINTR);
         if (n < 0) Fail(ErrorCode::kIo, "cannot read " + path + ": " + std::strerror(errno));
         if (n == 0) break;
-        FeedUnguarded(buffer.data(), static_cast<size_t>(n));
+        FeedUnguarded(buffer_.data(), static_cast<size_t>(n));
+        fed += static_cast<size_t>(n);
       }
     });
+    return fed;
   }
 
   void Finish() {
@@ -122,6 +127,7 @@ class LayerFiller::Impl {
   std::unique_ptr<CheckpointingInflater> inflater_;
   Sha256 output_hash_;
   std::unique_ptr<Sha256> blob_hash_;
+  std::vector<uint8_t> buffer_;  // FeedFileRange's reads
   uint64_t blob_bytes_ = 0;
   uint64_t written_ = 0;
   bool finished_ = false;
@@ -131,8 +137,17 @@ class LayerFiller::Impl {
 LayerFiller::LayerFiller(int fd, LayerFillOptions options) : impl_(std::make_unique<Impl>(fd, std::move(options))) {}
 LayerFiller::~LayerFiller() = default;
 void LayerFiller::Feed(const uint8_t* data, size_t len) { impl_->Feed(data, len); }
+size_t LayerFiller::FeedFileRange(const std::string& path, uint64_t offset, uint64_t max_bytes,
+                                  const std::atomic<bool>& cancelled) {
+  return impl_->FeedFileRange(path, offset, max_bytes, cancelled);
+}
 void LayerFiller::FeedFile(const std::string& path, const std::atomic<bool>& cancelled) {
-  impl_->FeedFile(path, cancelled);
+  constexpr uint64_t kPiece = 64u << 20;
+  for (uint64_t at = 0;;) {
+    const size_t n = impl_->FeedFileRange(path, at, kPiece, cancelled);
+    if (n == 0) return;
+    at += n;
+  }
 }
 void LayerFiller::Finish() { impl_->Finish(); }
 uint64_t LayerFiller::blob_bytes() const { return impl_->blob_bytes(); }

@@ -49,8 +49,13 @@ class LayerFiller {
   LayerFiller& operator=(const LayerFiller&) = delete;
 
   void Feed(const uint8_t* data, size_t len);
-  // Feeds the whole blob file at `path`, checking `cancelled` between reads
-  // (kIo "cancelled" when set): a fill the caller abandons stops within one read.
+  // Feeds blob bytes [offset, offset + max_bytes) of the file at `path`
+  // (fewer at its end), checking `cancelled` between reads (kIo when set:
+  // an abandoned fill stops within one read). Returns the bytes fed, 0 at
+  // the end of the file. A caller on a shared thread pool feeds a large
+  // blob in pieces, so a fill never holds a pool thread for a whole layer.
+  size_t FeedFileRange(const std::string& path, uint64_t offset, uint64_t max_bytes, const std::atomic<bool>& cancelled);
+  // Feeds the whole blob file at `path` (FeedFileRange piece after piece).
   void FeedFile(const std::string& path, const std::atomic<bool>& cancelled);
   // Ends the blob and checks it (see above).
   void Finish();

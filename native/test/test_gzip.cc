@@ -1459,6 +1459,17 @@ TEST(fill_writes_gzip_dc_bytes) {
     CHECK_EQ(filler.blob_bytes(), blob.size());
     CHECK_EQ(filler.written(), tar.size());
     CHECK(ReadFile(out.path) == tar);
+    // The file in pieces, as the disk cache's fill feeds it.
+    OutFile pieces("fill-pieces.out");
+    LayerFiller by_range(pieces.fd, options);
+    uint64_t at = 0;
+    for (size_t n; (n = by_range.FeedFileRange(Path("fill.gz"), at, 100003, cancelled)) > 0;) {
+      CHECK(n <= 100003);
+      at += n;
+    }
+    CHECK_EQ(at, blob.size());
+    by_range.Finish();
+    CHECK(ReadFile(pieces.path) == tar);
   }
 }
 

@@ -179,7 +179,13 @@ async function runBackground(archive: string, mountpoint: string, flags: MountFl
   if (flags.metricsFile) args.push('--metrics-file', path.resolve(flags.metricsFile));
   if (flags.metricsInterval) args.push('--metrics-interval', flags.metricsInterval);
   const logFd = flags.logFile ? fs.openSync(flags.logFile, 'a') : 'ignore';
-  const env: NodeJS.ProcessEnv = { ...process.env };
+  // Two libuv pool threads, not four: the pool runs the misses' inflates and
+  // the fills' pieces, two CPUs' worth of work here, and each thread keeps
+  // a malloc arena and a reader's scratch buffers once it has inflated.
+  // Measured on cold walks: VmHWM 2 MiB lower (demo image 60 MiB instead of
+  // 62; a 2.4 GB file with --prefetch none 64-65 instead of 66-67), walks
+  // as fast. A value set by the caller wins.
+  const env: NodeJS.ProcessEnv = { UV_THREADPOOL_SIZE: '2', ...process.env };
   // Credentials go by environment, not argv (which every user can read in ps).
   if (flags.username !== undefined) {
     env.CLIP_REGISTRY_USERNAME = flags.username;

@@ -198,16 +198,22 @@ export class OciLayoutSource implements ImageSource {
   }
 
   async readBlobRange(desc: Descriptor, begin: number, end: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(Math.max(0, end - begin));
+    await this.readBlobRangeInto(desc, begin, end, out);
+    return out;
+  }
+
+  async readBlobRangeInto(desc: Descriptor, begin: number, end: number, out: Buffer): Promise<void> {
     this.checkOpen();
     checkRange(desc, begin, end, this.describe());
-    const out = Buffer.allocUnsafe(end - begin);
-    if (out.length === 0) return out;
+    if (out.length < end - begin) throw new ClipError('EINVAL', `readBlobRangeInto: ${end - begin} bytes do not fit in ${out.length}`);
+    if (end === begin) return;
     const handle = await this.handleFor(desc);
     let done = 0;
-    while (done < out.length) {
+    while (done < end - begin) {
       let n: number;
       try {
-        ({ bytesRead: n } = await handle.read(out, done, out.length - done, begin + done));
+        ({ bytesRead: n } = await handle.read(out, done, end - begin - done, begin + done));
       } catch (e) {
         throw ioError(e, `reading blob ${desc.digest} in ${this.describe()}`);
       }
@@ -216,7 +222,6 @@ export class OciLayoutSource implements ImageSource {
       }
       done += n;
     }
-    return out;
   }
 
   async close(): Promise<void> {

@@ -59,6 +59,11 @@ export interface ImageSource {
    */
   readBlobRange(desc: Descriptor, begin: number, end: number): Promise<Buffer>;
   /**
+   * Sources that can: readBlobRange into `target` (exactly `end - begin`
+   * bytes from its start), with no Buffer of their own. Same errors.
+   */
+  readBlobRangeInto?(desc: Descriptor, begin: number, end: number, target: Buffer): Promise<void>;
+  /**
    * Sources whose blobs are local files (an OCI layout): the blob's path,
    * once its size is checked like openBlob's (ETRUNCATED, EDIGEST; ENOENT).
    * Its digest is not checked here: a caller reading the file itself must
