@@ -255,7 +255,7 @@ export class LayerStore {
    * read() for a caller that uses the bytes before its turn of the event
    * loop ends (the mount replying to the kernel): bytes from the source
    * tier's memory may be a view of it (`owned` false; SourceTier.readView),
-   * saving a copy and, on a cold walk, up to the misses' 4 MiB of Buffers
+   * saving a copy and, on a cold walk, up to a Buffer per miss in flight
    * at the peak. `owned` true: a Buffer that is the caller's alone.
    */
   readForReply(layerIndex: number, offset: number, length: number): Promise<ReadBytes> {
