@@ -56,6 +56,15 @@ ArchiveReaderWrap::ArchiveReaderWrap(const Napi::CallbackInfo& info) : Napi::Obj
   view_ = std::make_shared<const core::ArchiveView>(Guard(env, [&] { return core::ArchiveView::Open(path); }));
 }
 
+std::shared_ptr<const core::ArchiveView> ArchiveReaderWrap::SharedViewOf(Napi::Env env, Napi::Value value,
+                                                                         const std::string& what) {
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(Data(env).archive_reader.Value()))
+    ThrowInvalid(env, what + " must be an ArchiveReader");
+  std::shared_ptr<const core::ArchiveView> view = Unwrap(value.As<Napi::Object>())->shared_view();
+  if (!view) ThrowInvalid(env, what + " is closed");
+  return view;
+}
+
 const core::ArchiveView& ArchiveReaderWrap::view(Napi::Env env) const {
   if (!view_) ThrowInvalid(env, "the archive is closed");
   return *view_;

@@ -27,6 +27,9 @@ class ArchiveReaderWrap : public Napi::ObjectWrap<ArchiveReaderWrap> {
   // from the same mapping as the store's reader instead of mapping the file
   // again: each mapping's pages count in the process's RSS). Null once closed.
   std::shared_ptr<const core::ArchiveView> shared_view() const { return view_; }
+  // `value`'s mapping when it is an open ArchiveReader; EINVAL naming
+  // `what` otherwise (not one, or closed).
+  static std::shared_ptr<const core::ArchiveView> SharedViewOf(Napi::Env env, Napi::Value value, const std::string& what);
 
  private:
   // info(): {version, fileSize, nodeCount, direntCount, xattrCount, layerCount, stringsSize, checkpointsSize, configSize}

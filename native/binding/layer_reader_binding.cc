@@ -67,11 +67,7 @@ LayerReaderWrap::LayerReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectW
       // {archive: ArchiveReader, layer}: the index is read in place in the
       // archive's mapping, which the index keeps alive.
       Napi::Object o = info[0].As<Napi::Object>();
-      Napi::Value archive = o.Get("archive");
-      if (!archive.IsObject() || !archive.As<Napi::Object>().InstanceOf(Data(env).archive_reader.Value()))
-        ThrowInvalid(env, "LayerReader: archive must be an ArchiveReader");
-      std::shared_ptr<const core::ArchiveView> view = ArchiveReaderWrap::Unwrap(archive.As<Napi::Object>())->shared_view();
-      if (!view) ThrowInvalid(env, "LayerReader: the archive is closed");
+      std::shared_ptr<const core::ArchiveView> view = ArchiveReaderWrap::SharedViewOf(env, o.Get("archive"), "LayerReader: archive");
       const uint64_t layer = ToOffset(env, o.Get("layer"), "layer");
       if (layer >= view->layer_count()) ThrowInvalid(env, "LayerReader: layer " + std::to_string(layer) + " is out of range");
       const std::span<const uint8_t> bytes = view->Layer(static_cast<uint32_t>(layer)).checkpoints;

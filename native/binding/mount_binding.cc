@@ -91,12 +91,7 @@ MountSessionWrap::MountSessionWrap(const Napi::CallbackInfo& info) : Napi::Objec
   // mapping the session then serves from.
   std::shared_ptr<const core::ArchiveView> archive;
   Napi::Value reader = o.Get("archiveReader");
-  if (!reader.IsUndefined()) {
-    if (!reader.IsObject() || !reader.As<Napi::Object>().InstanceOf(Data(env).archive_reader.Value()))
-      ThrowInvalid(env, "archiveReader must be an ArchiveReader");
-    archive = ArchiveReaderWrap::Unwrap(reader.As<Napi::Object>())->shared_view();
-    if (!archive) ThrowInvalid(env, "archiveReader is closed");
-  }
+  if (!reader.IsUndefined()) archive = ArchiveReaderWrap::SharedViewOf(env, reader, "archiveReader");
   options.mountpoint = StringOption(o, "mountpoint", "", true);
   options.threads = static_cast<unsigned>(NumberOption(o, "threads", 4, 1, 256));
   options.clone_fd = BoolOption(o, "cloneFd", true);

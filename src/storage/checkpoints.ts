@@ -70,6 +70,8 @@ export interface Interval {
   until: number;
 }
 
+const NO_PROOFS = new Float64Array(0);
+
 export class CheckpointTable {
   readonly format: 'gzip' | 'tar';
   readonly compressedSize: number;
@@ -116,10 +118,10 @@ export class CheckpointTable {
       const proofCount = serialized.readUInt32LE(at + 28);
       const proofsAt = at + CHECKPOINT_SIZE;
       if (proofCount < 1 || proofsAt + proofCount * PROOF_SIZE > serialized.length - 4) throw bad('is truncated');
-      // Views of one array for every span's proofs (filled below): a
+      // Views of one array for every span's proofs (set below): a
       // multi-GiB layer has tens of thousands, which as arrays of their own
       // took MiBs of heap.
-      const proofOutputs = new Float64Array(0);
+      const proofOutputs = NO_PROOFS;
       proofAt.push(proofsAt, proofCount);
       const c: Checkpoint = {
         uncompressedOffset: Number(serialized.readBigUInt64LE(at)),
