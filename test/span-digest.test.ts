@@ -60,6 +60,17 @@ function pickInterval(table: CheckpointTable): Interval {
   throw new Error('no block checkpoint with leading bits');
 }
 
+/** The demo image indexed from the registry with checkpoints every 64 KiB: the archive, its layer and checkpoint table. */
+async function denseIndex(name: string, proofSize: number) {
+  const archive = path.join(work, `${name}.clip`);
+  await indexImage(`${registry.host}/demo:bookworm`, { output: archive, insecure: true, spacing: 64 << 10, proofSize });
+  const probe = await LayerStore.open({ archive, cacheDir: path.join(work, `cache-${name}-probe`), prefetch: 'none', insecure: true });
+  const layer = probe.archive.layers()[0];
+  const table = new CheckpointTable(probe.archive.checkpoints(0), 'demo layer');
+  await probe.close();
+  return { archive, layer, table };
+}
+
 async function rejectsDigest(p: Promise<unknown>, layerDigest: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
     assert.ok(e instanceof ClipError, String(e));
@@ -199,12 +210,7 @@ describe('span digests', () => {
   test('a read across several intervals is one Range request for their bytes, each interval proven; fetched intervals split it', async () => {
     // Checkpoints every 64 KiB, so a read of a few hundred KiB (the kernel's
     // read-ahead) crosses several intervals.
-    const archive = path.join(work, 'dense.clip');
-    await indexImage(`${registry.host}/demo:bookworm`, { output: archive, insecure: true, spacing: 64 << 10, proofSize: 8 << 10 });
-    const probe = await LayerStore.open({ archive, cacheDir: path.join(work, 'cache-dense-probe'), prefetch: 'none', insecure: true });
-    const layer = probe.archive.layers()[0];
-    const table = new CheckpointTable(probe.archive.checkpoints(0), 'demo layer');
-    await probe.close();
+    const { archive, layer, table } = await denseIndex('dense', 8 << 10);
     const first = Math.floor(table.checkpoints.length / 2);
     const ivs = [0, 1, 2, 3].map((k) => table.interval(first + k));
     const start = ivs[0].start + 100;
@@ -265,6 +271,72 @@ describe('span digests', () => {
           await close();
         }
       }
+    } finally {
+      proxy.setHandler(() => ({ kind: 'forward' }));
+    }
+  });
+
+  test('mount reads of one file after another up a layer fetch on past them; whole-page reads and reads going back do not', async () => {
+    const { archive, layer, table } = await denseIndex('read-on', 4 << 10);
+    // An interval whose first three proofs each give more than a page, so
+    // that a read in each needs that proof: the first read fetches proof 0,
+    // the second proof 1 (and no further: a second fetch of an interval
+    // asks for at most twice what it has), the third proof 2.
+    let iv: Interval | null = null;
+    for (let i = Math.floor(table.checkpoints.length / 2); i < table.checkpoints.length - 1 && !iv; i++) {
+      const c = table.checkpoints[i];
+      const out = Array.from(c.proofOutputs, (o) => o - c.uncompressedOffset);
+      if (out.length > 3 && out[0] > 8192 && out[1] - out[0] > 8192 && out[2] - out[1] > 8192 && out[1] < 24 << 10) iv = table.interval(i);
+    }
+    assert.ok(iv, 'an interval with proofs of more than two pages each');
+    const outs = Array.from(table.checkpoints[iv.index].proofOutputs, (o) => o - iv!.start);
+    const blob = layoutBlob(demoLayout(), layer.digest);
+    const ranges: string[] = [];
+    proxy.setHandler((req) => {
+      if (req.headers.range) ranges.push(String(req.headers.range));
+      return { kind: 'forward' };
+    });
+    // Reads [offset in the interval, length) as the mount makes them; returns the Range requests each made.
+    const walk = async (name: string, reads: Array<[number, number]>): Promise<{ requests: number[]; bytes: number }> => {
+      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 1, retryBaseMs: 1 });
+      const store = await LayerStore.open({ archive, cacheDir: path.join(work, name), prefetch: 'none', source });
+      const requests: number[] = [];
+      const before = proxy.bodyBytes();
+      try {
+        for (const [offset, length] of reads) {
+          const want = oracle(blob, iv!.start + offset, length);
+          ranges.length = 0;
+          const got = await store.readForReply(0, iv!.start + offset, length);
+          assert.ok(got.bytes.equals(want), `bytes [${offset}, +${length}) are what gzip -dc gives`);
+          // A fetch ahead started by this read has been asked for by now.
+          await new Promise((r) => setTimeout(r, 50));
+          requests.push(ranges.length);
+        }
+      } finally {
+        await store.close();
+        await source.close();
+      }
+      return { requests, bytes: proxy.bodyBytes() - before };
+    };
+    try {
+      // Three small files read to their end (lengths not whole pages), one after another up the layer.
+      const files: Array<[number, number]> = [
+        [100, 1000],
+        [outs[0] + 100, 1000],
+        [outs[1] + 100, 1000],
+      ];
+      const onward = await walk('cache-read-on', files);
+      assert.equal(onward.requests[2], 0, `the third was fetched with the second: ${JSON.stringify(onward.requests)}`);
+      // The same places read in whole pages (the middle of a file, page faults): each fetches for itself.
+      const pages = await walk(
+        'cache-read-on-pages',
+        files.map(([offset]) => [offset, 4096]),
+      );
+      assert.equal(pages.requests[2], 1, `the third whole-page read fetches for itself: ${JSON.stringify(pages.requests)}`);
+      // Down the layer: nothing is fetched past the first read's proof.
+      const back = await walk('cache-read-on-back', [...files].reverse());
+      assert.deepEqual(back.requests, [1, 0, 0]);
+      assert.equal(back.bytes, table.prefix(iv, iv.start + files[2][0] + files[2][1]).until - iv.begin, 'from the checkpoint to the proof of the first read, no more');
     } finally {
       proxy.setHandler(() => ({ kind: 'forward' }));
     }
