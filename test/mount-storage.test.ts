@@ -18,6 +18,7 @@ import { ClipArchive } from '../src/archive/reader';
 import { writeArchive } from '../src/archive/writer';
 import { mergeLayers } from '../src/index/merge';
 import { archiveForImage } from '../src/mount/image';
+import { EXIT_CODES } from '../src/errors';
 import { CheckpointTable } from '../src/storage/checkpoints';
 import { mountpointState } from '../src/mount/stale';
 import { DiskCache } from '../src/storage/disk-cache';
@@ -157,14 +158,24 @@ describe('mount over the storage tiers', () => {
     }
   });
 
-  it('CLI: --prefetch none fills nothing; --prefetch eager has the layer cached after the first read', async () => {
-    for (const prefetch of ['none', 'eager'] as const) {
+  it('CLI: --prefetch none fills nothing; --prefetch eager has the layer cached after the first read; --read-ahead sets the mount\'s', async () => {
+    const bad = cli(['mount', clip, mountpoint(), '--read-ahead', '1000']);
+    assert.equal(bad.status, EXIT_CODES.EINVAL, bad.stderr);
+    assert.match(bad.stderr, /--read-ahead must be whole KiB.*\(EINVAL\)/);
+    for (const [prefetch, readAhead, kb] of [
+      ['none', ['--read-ahead', '256KiB'], 256],
+      ['eager', [], 4096],
+    ] as const) {
       const cacheDir = path.join(work, `cache-cli-${prefetch}`);
       const mp = mountpoint();
-      const r = cli(['mount', clip, mp, '--cache-dir', cacheDir, '--prefetch', prefetch]);
+      const r = cli(['mount', clip, mp, '--cache-dir', cacheDir, '--prefetch', prefetch, ...readAhead]);
       assert.equal(r.status, 0, r.stderr);
       const pid = pidOf(r.stdout);
       try {
+        // The kernel's read-ahead of the mount: its backing device's, under /sys/class/bdi/MAJOR:MINOR.
+        const dev = fs.statSync(mp).dev;
+        const bdi = `${((dev >> 8) & 0xfff) | Math.floor(dev / 2 ** 32) & ~0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}`;
+        assert.equal(fs.readFileSync(`/sys/class/bdi/${bdi}/read_ahead_kb`, 'utf8').trim(), String(kb));
         assert.match(await shAsync(`cat '${mp}/etc/motd'`), /clip-native demo/);
         const cached = fs.readdirSync(path.join(cacheDir, 'layers/sha256')).filter((n) => /^[0-9a-f]{64}$/.test(n));
         if (prefetch === 'none') assert.deepEqual(cached, []);
