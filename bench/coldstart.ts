@@ -45,38 +45,31 @@ const LAYOUT = process.env.CLIP_BENCH_OCI ?? path.join(FIX, 'bench-oci');
  * Checkpoint spacing and proof size of the index, and the mount's read-ahead.
  * A read from the registry fetches from its interval's checkpoint up to the
  * proof that covers it (several intervals in a row in one Range request).
- * Where the bytes went at 256 KiB / 16 KiB and the kernel's 4 MiB
- * read-ahead (11.2 MB in all; traced per fetch, the proofs a run with
- * read-ahead off reads taken as what the program touches):
- *   (a) proofs holding bytes the program touched           6.2 MB
- *   (b) from the checkpoint up to them (other files' bytes) 1.6 MB
- *   (c) read-ahead nobody touched                          3.3 MB
- *   (d) past the last proof needed (reading on)            0.1 MB
- * plus response headers and refetches (0.1 MB). 20 MB go through the mount
- * with 4 MiB read-ahead, 9.7 MB without: python3.11 3.5 of its 6.8 MB, 12
- * shared libraries 3.3 MB (9.8 with read-ahead: libcrypto, libc, libm,
- * libssl are mmap'ed, and a page fault reads the read-ahead around it, so
- * 4 MiB of it reads each whole), 55 .pyc 1.4 MB, 297 .js 0.9 MB. So (c)
- * only shrinks with the read-ahead: at 512 KiB and up the libraries are
- * still read whole; and (b) only with denser checkpoints. Measured with
- * --quick (registry bytes; archive), at 4 MiB read-ahead: 256 KiB / 16 KiB
- * proofs 11.2 MB, 3.7 MB; 64/4 9.87 MB (18.3x), 8.1 MB. With the mount's
- * earlier 8 MiB cache (a little fewer refetches): 128/8 10.5 MB, 5.8 MB;
- * 64/8 9.9 MB, 7.2 MB; 48/8 (a checkpoint at almost every deflate block)
- * 9.4 MB, 12.9 MB. So 20x (9.05 MB) needs a smaller read-ahead: 64/4 at
- * 256 KiB reads 17.5 MB and fetches 9.01 MB (20.1x; 8 MiB cache: 8.93 MB,
- * and 64/8 9.04 MB, 48/8 8.4 MB; at 320 KiB 64/8 was 9.3 MB). That costs
- * time: a page fault of python3.11 or a library then waits for a round
- * trip to the registry (5-10 ms here) about three times as often, 1.4x
- * the time of 4 MiB in interleaved runs (2.96 s against 2.13 s, medians of
- * five on this loaded 2-core machine; --quick runs gave 4.3-5.1x faster
- * than the pull at either read-ahead, the pull's time moving with the load).
- * CLIP_BENCH_SPACING, CLIP_BENCH_PROOF_SIZE and CLIP_BENCH_READAHEAD_KB
- * override them.
+ * Where the bytes go (traced per read with --quick runs; "needed" = the
+ * proofs holding bytes the mount was asked for, "lead" = from each touched
+ * interval's checkpoint up to its first needed proof, other files' bytes):
+ *   read-ahead KiB        4096  2048  1024   512   256   192   128    64
+ *   registry MB (64/4)    9.87  9.86  9.87  9.79  9.01  8.87  8.44  8.25
+ * At 4096: needed 8.79 MB, lead 0.83 MB, 147 Range requests; at 256:
+ * needed 7.55, lead 1.08, 188 requests; at 128: needed 6.80, lead 1.18.
+ * The read-ahead decides "needed": a page fault in mmap'ed python3.11 or a
+ * library reads the read-ahead window around it, so at 512 KiB and up
+ * libcrypto, libc, libm and most of python3.11 are read whole (20 MB go
+ * through the mount at 4096, 17.5 at 256, 9.7 with none). Each request
+ * costs a round trip a page fault waits for, ~5 ms here (the registry alone
+ * answers a 4 KiB Range in ~3.3 ms on this VM), so a smaller read-ahead
+ * costs time: 256 KiB took ~1.15x as long as 4096, 128 KiB ~1.4x.
+ * Checkpoints every 48 KiB fall at nearly every deflate block boundary
+ * (32 KiB gives the same index): the lead halves (1.08 -> 0.54 MB at 256)
+ * for a larger archive (8.3 -> 13.8 MB). Proofs of 2 or 1 KiB instead of 4
+ * save under 0.05 MB. Reading on across files (source-tier.ts, READ_ON_GAP)
+ * cut the node_modules layer's requests from 67 to 33 for 0.17 MB. So:
+ * 48/4 at 256 KiB, 8.59 MB (21x) in 1.2-1.5 s. CLIP_BENCH_SPACING,
+ * CLIP_BENCH_PROOF_SIZE and CLIP_BENCH_READAHEAD_KB override them.
  */
-const SPACING = Number(process.env.CLIP_BENCH_SPACING ?? 64 << 10);
+const SPACING = Number(process.env.CLIP_BENCH_SPACING ?? 48 << 10);
 const PROOF_SIZE = Number(process.env.CLIP_BENCH_PROOF_SIZE ?? 4 << 10);
-const READ_AHEAD_KB = Number(process.env.CLIP_BENCH_READAHEAD_KB ?? 4096);
+const READ_AHEAD_KB = Number(process.env.CLIP_BENCH_READAHEAD_KB ?? 256);
 
 /** Python start-up with a few stdlib packages, then the ~300 small modules of /app/node_modules read (a node app's start, without its big bundles). */
 const WORKLOAD = [
