@@ -57,15 +57,21 @@ const LAYOUT = process.env.CLIP_BENCH_OCI ?? path.join(FIX, 'bench-oci');
  * libcrypto, libc, libm and most of python3.11 are read whole (20 MB go
  * through the mount at 4096, 17.5 at 256, 9.7 with none). Each request
  * costs a round trip a page fault waits for, ~5 ms here (the registry alone
- * answers a 4 KiB Range in ~3.3 ms on this VM), so a smaller read-ahead
- * costs time: 256 KiB took ~1.15x as long as 4096, 128 KiB ~1.4x.
- * Checkpoints every 48 KiB fall at nearly every deflate block boundary
- * (32 KiB gives the same index): the lead halves (1.08 -> 0.54 MB at 256)
- * for a larger archive (8.3 -> 13.8 MB). Proofs of 2 or 1 KiB instead of 4
- * save under 0.05 MB. Reading on across files (source-tier.ts, READ_ON_GAP)
- * cut the node_modules layer's requests from 67 to 33 for 0.17 MB. So:
- * 48/4 at 256 KiB, 8.59 MB (21x) in 1.2-1.5 s. CLIP_BENCH_SPACING,
- * CLIP_BENCH_PROOF_SIZE and CLIP_BENCH_READAHEAD_KB override them.
+ * answers a 4 KiB Range in ~3.3 ms on this VM), and the registry ~6 ms of
+ * CPU on this 2-core machine whatever its size (4 KiB: 6.3 ms, 1 MiB: 6.9,
+ * 4 MiB: 9.0; 100 requests each), so a smaller read-ahead costs time: 256
+ * KiB took ~1.15x as long as 4096, 128 KiB ~1.4x. Checkpoints every 48 KiB
+ * fall at nearly every deflate block boundary (32 KiB gives the same
+ * index): the lead halves (1.08 -> 0.54 MB at 256) for a larger archive
+ * (8.3 -> 13.8 MB). Proofs of 2 or 1 KiB instead of 4 save under 0.05 MB.
+ * Reading on across files (source-tier.ts, READ_ON_GAP) cut the
+ * node_modules layer's requests from 67 to 22 for 0.29 MB in all. Tried and
+ * left out: fetching an ELF file's loader segments (the first, and the
+ * writable ones) in one request once its first page is read: as many bytes,
+ * but slower (1.47 s against 1.32 s, medians of 6 interleaved runs), its
+ * larger requests racing the page faults for the registry and the CPU. So:
+ * 48/4 at 256 KiB, 8.7 MB (21x). CLIP_BENCH_SPACING, CLIP_BENCH_PROOF_SIZE
+ * and CLIP_BENCH_READAHEAD_KB override them.
  */
 const SPACING = Number(process.env.CLIP_BENCH_SPACING ?? 48 << 10);
 const PROOF_SIZE = Number(process.env.CLIP_BENCH_PROOF_SIZE ?? 4 << 10);
