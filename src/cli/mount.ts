@@ -52,7 +52,7 @@ interface MountFlags extends TierFlags {
  * --read-ahead in KiB, as the kernel takes it. 4 MiB (the default) reads
  * large files fast; 256 KiB fetches fewer bytes on a cold start, as a page
  * fault in an mmap'ed binary reads the whole window around it (measured in
- * bench/coldstart.ts: 8.6 MB instead of 9.9 MB of a 181 MB image).
+ * bench/coldstart.ts: 8.7 MB instead of 9.7 MB of a 181 MB image).
  */
 function readAheadKb(text: string): number {
   const bytes = parseSize(text);

@@ -80,6 +80,18 @@ interface ReadStream {
   ahead: number;
 }
 
+/** Uncompressed [from, to) of a layer by checkpoint interval: each piece's offsets are in its interval. */
+function piecesOf(table: CheckpointTable, from: number, to: number): Array<{ iv: Interval; from: number; to: number }> {
+  const pieces: Array<{ iv: Interval; from: number; to: number }> = [];
+  for (let at = from; at < to; ) {
+    const iv = table.intervalAt(at);
+    const end = Math.min(to, iv.end);
+    pieces.push({ iv, from: at - iv.start, to: end - iv.start });
+    at = end;
+  }
+  return pieces;
+}
+
 /** Bytes of an interval inflated: [at, at + data.length), offsets in the interval. */
 interface InflatedRange {
   at: number;
@@ -199,13 +211,7 @@ export class SourceTier {
     const start = performance.now();
     if (layer.format === 'tar') throw new ClipError('EINVAL', `layer ${layer.index} is a plain tar: its ranges can't be proven, read it from a verified copy`);
     const { table } = this.layerState(layer);
-    const pieces: Array<{ iv: Interval; from: number; to: number }> = [];
-    for (let at = offset; at < offset + length; ) {
-      const iv = table.intervalAt(at);
-      const to = Math.min(offset + length, iv.end);
-      pieces.push({ iv, from: at - iv.start, to: to - iv.start });
-      at = to;
-    }
+    const pieces = piecesOf(table, offset, offset + length);
     if (pieces.length > 1) this.fetchRuns(layer, table, pieces);
     if (view && length % PAGE !== 0) this.readOn(layer, table, offset, offset + length);
     if (view && pieces.length === 1) {
@@ -312,16 +318,6 @@ export class SourceTier {
     return until;
   }
 
-  /**
-   * Starts one fetch for each run of consecutive pieces of a read whose
-   * bytes nobody has asked for yet, instead of one per interval: a read
-   * that crosses several intervals (the kernel's read-ahead asks for up to
-   * 1 MiB at once; with checkpoints every 64 KiB that is 16 intervals) is
-   * one Range request, as their blob bytes are contiguous: one round trip
-   * and one response header, not one each. Each interval's part lands in
-   * its own span, so the loads that follow find it asked for (as if each
-   * had been fetched alone) and prove and inflate it as before.
-   */
   /** Notes a file read to its end, [offset, end) of its layer, and fetches on past it when such reads follow each other (READ_ON_GAP). */
   private readOn(layer: SourceLayer, table: CheckpointTable, offset: number, end: number): void {
     const last = this.streams.get(layer.index);
@@ -336,17 +332,21 @@ export class SourceTier {
     const to = Math.min(table.uncompressedSize, end + ahead);
     stream.ahead = ahead;
     stream.aheadTo = Math.max(stream.aheadTo, to);
-    if (to <= from) return;
-    const pieces: Array<{ iv: Interval; from: number; to: number }> = [];
-    for (let at = from; at < to; ) {
-      const iv = table.intervalAt(at);
-      const pieceTo = Math.min(to, iv.end);
-      pieces.push({ iv, from: at - iv.start, to: pieceTo - iv.start });
-      at = pieceTo;
-    }
-    this.fetchRuns(layer, table, pieces, 1);
+    if (to > from) this.fetchRuns(layer, table, piecesOf(table, from, to), 1);
   }
 
+  /**
+   * Starts one fetch for each run of consecutive pieces of a read whose
+   * bytes nobody has asked for yet, instead of one per interval: a read
+   * that crosses several intervals (the kernel's read-ahead asks for up to
+   * 1 MiB at once; with checkpoints every 64 KiB that is 16 intervals) is
+   * one Range request, as their blob bytes are contiguous: one round trip
+   * and one response header, not one each. Each interval's part lands in
+   * its own span, so the loads that follow find it asked for (as if each
+   * had been fetched alone) and prove and inflate it as before. Runs of
+   * fewer than `minRun` pieces are left to the loads (a read's single
+   * interval is fetched by its own load; a read-on asks for every run).
+   */
   private fetchRuns(layer: SourceLayer, table: CheckpointTable, pieces: Array<{ iv: Interval; from: number; to: number }>, minRun = 2): void {
     let run: Array<{ iv: Interval; key: string; until: number }> = [];
     const flush = () => {
