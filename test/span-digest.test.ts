@@ -71,6 +71,13 @@ async function denseIndex(name: string, proofSize: number) {
   return { archive, layer, table };
 }
 
+/** A store over `archive` whose source is the registry behind the fault proxy; close() closes both. */
+async function proxiedStore(archive: string, cacheName: string, maxAttempts: number) {
+  const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts, retryBaseMs: 1 });
+  const store = await LayerStore.open({ archive, cacheDir: path.join(work, cacheName), prefetch: 'none', source });
+  return { store, close: async () => (await store.close(), await source.close()) };
+}
+
 async function rejectsDigest(p: Promise<unknown>, layerDigest: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
     assert.ok(e instanceof ClipError, String(e));
@@ -103,8 +110,7 @@ describe('span digests', () => {
     // one at its end (a page fault and the read-ahead behind it): both right,
     // and no byte of the span fetched twice.
     {
-      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
-      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-concurrent'), prefetch: 'none', source });
+      const { store, close } = await proxiedStore(registryArchive, 'cache-concurrent', 2);
       try {
         const before = proxy.bodyBytes();
         const wantEnd = oracle(layoutBlob(demoLayout(), layer.digest), iv.end - 4096, 4096);
@@ -112,14 +118,12 @@ describe('span digests', () => {
         assert.ok(head.equals(want) && tail.equals(wantEnd));
         assert.equal(proxy.bodyBytes() - before, iv.until - iv.begin);
       } finally {
-        await store.close();
-        await source.close();
+        await close();
       }
     }
     // A flip past the fetched proofs (in the span's last byte) is not read.
     {
-      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
-      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, 'cache-flip-after'), prefetch: 'none', source });
+      const { store, close } = await proxiedStore(registryArchive, 'cache-flip-after', 2);
       try {
         // The span's last byte, wherever the Range body starts.
         const spanLast = (range: string) => iv.until - 1 - Number(/^bytes=(\d+)-/.exec(range)![1]);
@@ -133,13 +137,11 @@ describe('span digests', () => {
         assert.equal(proxy.requests.at(-1)?.headers.range, `bytes=${until}-${iv.until - 1}`);
       } finally {
         proxy.setHandler(() => ({ kind: 'forward' }));
-        await store.close();
-        await source.close();
+        await close();
       }
     }
     for (const [what, at] of flips) {
-      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 2, retryBaseMs: 1 });
-      const store = await LayerStore.open({ archive: registryArchive, cacheDir: path.join(work, `cache-flip-${at}`), prefetch: 'none', source });
+      const { store, close } = await proxiedStore(registryArchive, `cache-flip-${at}`, 2);
       const ranges: string[] = [];
       try {
         proxy.setHandler((req) => {
@@ -158,8 +160,7 @@ describe('span digests', () => {
         assert.ok((await store.read(0, iv.start + 100, 4096)).equals(want), `${what}: the failure was not cached`);
       } finally {
         proxy.setHandler(() => ({ kind: 'forward' }));
-        await store.close();
-        await source.close();
+        await close();
       }
     }
   });
@@ -217,11 +218,7 @@ describe('span digests', () => {
     const end = ivs[3].start + 100;
     const want = oracle(layoutBlob(demoLayout(), layer.digest), start, end - start);
     const until = table.prefix(ivs[3], end).until;
-    const open = async (name: string) => {
-      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 1, retryBaseMs: 1 });
-      const store = await LayerStore.open({ archive, cacheDir: path.join(work, name), prefetch: 'none', source });
-      return { store, close: async () => (await store.close(), await source.close()) };
-    };
+    const open = (name: string) => proxiedStore(archive, name, 1);
     const ranges: string[] = [];
     const record = (flipAt?: number) =>
       proxy.setHandler((req) => {
@@ -298,8 +295,7 @@ describe('span digests', () => {
     });
     // Reads [offset in the interval, length) as the mount makes them; returns the Range requests each made.
     const walk = async (name: string, reads: Array<[number, number]>): Promise<{ requests: number[]; bytes: number }> => {
-      const source = new RegistrySource({ host: proxy.host, repository: 'demo', insecure: true, maxAttempts: 1, retryBaseMs: 1 });
-      const store = await LayerStore.open({ archive, cacheDir: path.join(work, name), prefetch: 'none', source });
+      const { store, close } = await proxiedStore(archive, name, 1);
       const requests: number[] = [];
       const before = proxy.bodyBytes();
       try {
@@ -313,8 +309,7 @@ describe('span digests', () => {
           requests.push(ranges.length);
         }
       } finally {
-        await store.close();
-        await source.close();
+        await close();
       }
       return { requests, bytes: proxy.bodyBytes() - before };
     };

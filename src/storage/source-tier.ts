@@ -73,8 +73,6 @@ const PAGE = 4096;
 interface ReadStream {
   /** Uncompressed end of the last file read to its end. */
   end: number;
-  /** Such reads in a row, each within READ_ON_GAP after the one before. */
-  run: number;
   /** Uncompressed offset up to which the layer's bytes were asked for ahead; how many were asked for last. */
   aheadTo: number;
   ahead: number;
@@ -320,11 +318,12 @@ export class SourceTier {
 
   /** Notes a file read to its end, [offset, end) of its layer, and fetches on past it when such reads follow each other (READ_ON_GAP). */
   private readOn(layer: SourceLayer, table: CheckpointTable, offset: number, end: number): void {
-    const last = this.streams.get(layer.index);
-    const follows = last !== undefined && offset >= last.end && offset - last.end <= READ_ON_GAP;
-    const stream: ReadStream = follows ? { ...last, end, run: last.run + 1 } : { end, run: 0, aheadTo: end, ahead: 0 };
-    this.streams.set(layer.index, stream);
-    if (stream.run === 0) return;
+    const stream = this.streams.get(layer.index);
+    if (!stream || offset < stream.end || offset - stream.end > READ_ON_GAP) {
+      this.streams.set(layer.index, { end, aheadTo: end, ahead: 0 });
+      return;
+    }
+    stream.end = end;
     // Ask again once a read passes half of what was asked for last time.
     if (stream.end < stream.aheadTo - stream.ahead / 2) return;
     const ahead = stream.ahead === 0 ? READ_ON_FIRST : Math.min(READ_ON_MAX, 2 * stream.ahead);
